@@ -1,0 +1,54 @@
+// SPDX-License-Identifier: MIT
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
+using Ovpn.Protocol.Control;
+using Ovpn.Protocol.Keys;
+
+namespace Ovpn.ControlPlane.Sessions;
+
+/// <summary>Result of checking a client's certificate (and credentials, if any).</summary>
+public readonly record struct AuthResult(bool Ok, string? CommonName, string? Reason);
+
+/// <summary>Immutable settings of the control plane, built once from the config database at start.</summary>
+public sealed record ControlPlaneOptions
+{
+    public required IReadOnlyList<DataCipher> DataCiphers { get; init; }
+
+    public DataCipher? FallbackCipher { get; init; }
+
+    public required ControlWrapMode WrapMode { get; init; }
+
+    public StaticKey? WrapKey { get; init; }
+
+    /// <summary>tls-auth HMAC digest (OpenVPN's --auth; SHA1 is its default).</summary>
+    public HashAlgorithmName TlsAuthDigest { get; init; } = HashAlgorithmName.SHA1;
+
+    public required X509Certificate2 ServerCertificate { get; init; }
+
+    /// <summary>Checks the client certificate (chain to our CA, not revoked, user allowed).</summary>
+    public required Func<X509Certificate2, AuthResult> ValidateClient { get; init; }
+
+    public required IpPool Pool { get; init; }
+
+    /// <summary>Extra options pushed to every client (route, dhcp-option DNS, redirect-gateway ...).</summary>
+    public IReadOnlyList<string> ExtraPush { get; init; } = [];
+
+    public int PingSeconds { get; init; } = 10;
+
+    public int PingRestartSeconds { get; init; } = 60;
+
+    public int RenegotiateSeconds { get; init; } = 3600;
+
+    public int HandWindowSeconds { get; init; } = 60;
+
+    public int TunMtu { get; init; } = 1420;
+
+    /// <summary>Accept clients that frame data with the no-compression stubs (comp-lzo / compress in their profile).</summary>
+    public bool AllowCompressionStubs { get; init; } = true;
+
+    /// <summary>Packet-id at which the data plane asks for a renegotiation (tests lower it).</summary>
+    public uint PacketIdRenegotiationTrigger { get; init; } = 0xFF000000;
+
+    /// <summary>How many sessions may be in the handshake at once (anti-flood).</summary>
+    public int MaxHalfOpenSessions { get; init; } = 1024;
+}

@@ -1,0 +1,895 @@
+// SPDX-License-Identifier: MIT
+using System.Diagnostics;
+using System.Net;
+using System.Net.Security;
+using System.Security.Authentication;
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
+using System.Text;
+using System.Threading.Channels;
+using Ovpn.ControlPlane.Tls;
+using Ovpn.DataPlane;
+using Ovpn.DataPlane.Engine;
+using Ovpn.Protocol.Control;
+using Ovpn.Protocol.Keys;
+using Ovpn.Protocol.Options;
+using Ovpn.Protocol.Reliability;
+using Ovpn.Protocol.Wire;
+
+namespace Ovpn.ControlPlane.Sessions;
+
+/// <summary>
+/// One client on the server side: its tls session (sids, control wrapping, replay state) and up
+/// to three key states (key_id 0..7), each with its own reliability layer and TLS session.
+///
+/// Threading: an actor. Every input (wire packet, TLS output, TLS plaintext, timer tick, close) is
+/// posted to a channel and handled by one loop, so no state below needs a lock.
+///
+/// Key state lifecycle (per key_id):
+///   reset received -> own reset queued, TLS handshake running
+///     -> TLS done, client key-method-2 received -> own key-method-2 sent, data keys derived
+///     -> (key 0) peer + primary key installed, PUSH_REPLY sent
+///     -> (key n) key installed as secondary, swapped to primary once the peer has our message
+/// </summary>
+public sealed class ServerSession
+{
+    private const int MaxKeyStates = 8;
+    private const int TlsPayloadPerPacket = 1100;
+
+    private readonly SessionManager _mgr;
+    private readonly ControlPlaneOptions _o;
+    private readonly ControlWrapper _wrap;
+    private readonly Channel<Action> _inbox = Channel.CreateUnbounded<Action>(new UnboundedChannelOptions { SingleReader = true });
+    private readonly KeyCtx?[] _keys = new KeyCtx?[MaxKeyStates];
+    private readonly Stopwatch _clock;
+    private int _latestKeyId = -1;
+    private int _primaryKeyId = -1;
+    private long _primarySinceMs;
+    private bool _closed;
+    private bool _pushed;
+    private string? _closeReason;
+
+    public ServerSession(SessionManager mgr, ControlPlaneOptions o, ILinkTransport link, ulong peerSessionId, Stopwatch clock)
+    {
+        _mgr = mgr;
+        _o = o;
+        _clock = clock;
+        Link = link;
+        PeerSessionId = peerSessionId;
+        OwnSessionId = RandomSid();
+        _wrap = o.WrapMode switch
+        {
+            ControlWrapMode.TlsCrypt => ControlWrapper.CreateTlsCrypt(o.WrapKey!, isServer: true),
+            ControlWrapMode.TlsAuth => ControlWrapper.CreateTlsAuth(o.WrapKey!, 0, o.TlsAuthDigest),
+            _ => ControlWrapper.CreateNone(),
+        };
+        ConnectedAt = DateTimeOffset.UtcNow;
+        _ = Task.Run(RunAsync);
+    }
+
+    public ILinkTransport Link { get; internal set; }
+
+    public ulong OwnSessionId { get; }
+
+    public ulong PeerSessionId { get; }
+
+    public DateTimeOffset ConnectedAt { get; }
+
+    public string? CommonName { get; private set; }
+
+    public IPAddress? VpnAddress { get; private set; }
+
+    public uint? PeerId { get; private set; }
+
+    public DataCipher? Cipher { get; private set; }
+
+    public PeerInfo? PeerInfo { get; private set; }
+
+    public string? ClientVersion => PeerInfo?.IvVer;
+
+    public bool Authenticated { get; private set; }
+
+    public bool IsClosed => Volatile.Read(ref _closed);
+
+    public CompressionStub Compression { get; private set; } = CompressionStub.None;
+
+    public string Describe => $"{CommonName ?? "?"}/{Link.Describe()}";
+
+    private long NowMs => _clock.ElapsedMilliseconds;
+
+    private static ulong RandomSid()
+    {
+        Span<byte> b = stackalloc byte[8];
+        do
+        {
+            RandomNumberGenerator.Fill(b);
+        }
+        while (BitConverter.ToUInt64(b) == 0);
+
+        return BitConverter.ToUInt64(b);
+    }
+
+    /// <summary>Queues work for the session's loop. Thread-safe.</summary>
+    public void Post(Action a) => _inbox.Writer.TryWrite(a);
+
+    public void PostPacket(byte[] wire) => Post(() => OnWire(wire));
+
+    public void PostTick() => Post(OnTick);
+
+    public void PostClose(string reason, string? notifyMessage = null) => Post(() => Close(reason, notifyMessage));
+
+    public void PostRenegotiate(string why) => Post(() => StartRenegotiation(why));
+
+    private async Task RunAsync()
+    {
+        await foreach (var a in _inbox.Reader.ReadAllAsync().ConfigureAwait(false))
+        {
+            if (_closed)
+            {
+                continue;
+            }
+
+            try
+            {
+                a();
+                Flush();
+            }
+            catch (Exception e)
+            {
+                Log.Error("session", $"{Describe}: internal error: {e}");
+                Close("internal error", null);
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- wire input
+
+    private void OnWire(byte[] wire)
+    {
+        if (!_wrap.TryUnwrap(wire, checkReplay: true, out var p, out var why) || p is null)
+        {
+            _mgr.CountControlDrop(why.ToString());
+            return;
+        }
+
+        if (p.SessionId != PeerSessionId)
+        {
+            _mgr.CountControlDrop("WrongSession");
+            return;
+        }
+
+        switch (p.Opcode)
+        {
+            case Opcode.ControlHardResetClientV2:
+                if (p.KeyId != 0 || _keys[0] is null)
+                {
+                    _mgr.CountControlDrop("UnexpectedReset");
+                    return;
+                }
+
+                break;
+            case Opcode.ControlSoftResetV1:
+                if (_keys[p.KeyId] is null)
+                {
+                    if (!CanAcceptSoftReset(p.KeyId))
+                    {
+                        _mgr.CountControlDrop("UnexpectedSoftReset");
+                        return;
+                    }
+
+                    Log.Info("session", $"{Describe}: peer started renegotiation, key-id {p.KeyId}");
+                    CreateKeyState(p.KeyId, Opcode.ControlSoftResetV1);
+                }
+
+                break;
+            case Opcode.ControlV1:
+            case Opcode.AckV1:
+                break;
+            default:
+                _mgr.CountControlDrop("UnexpectedOpcode");
+                return;
+        }
+
+        var k = _keys[p.KeyId];
+        if (k is null)
+        {
+            _mgr.CountControlDrop("UnknownKeyId");
+            return;
+        }
+
+        if (!k.Rel.OnReceived(p, NowMs))
+        {
+            _mgr.CountControlDrop("ReliabilityRejected");
+            return;
+        }
+
+        while (k.Rel.TryRead(out var op, out var payload))
+        {
+            if (op == Opcode.ControlV1)
+            {
+                k.Stream.Feed(payload.ToArray());
+            }
+        }
+
+        PumpTlsOutput(k);
+    }
+
+    private bool CanAcceptSoftReset(int keyId)
+    {
+        if (!Authenticated || _latestKeyId < 0 || keyId != NextKeyId(_latestKeyId))
+        {
+            return false;
+        }
+
+        var latest = _keys[_latestKeyId];
+        return latest is { DataKeysReady: true };
+    }
+
+    private static int NextKeyId(int k) => k >= 7 ? 1 : k + 1;
+
+    /// <summary>Starts key state 0 from the client's hard reset (called by the manager right after construction).</summary>
+    internal void Begin(byte[] firstPacket)
+    {
+        Post(() =>
+        {
+            CreateKeyState(0, Opcode.ControlHardResetServerV2);
+            OnWire(firstPacket);
+        });
+    }
+
+    private void CreateKeyState(int keyId, Opcode ownReset)
+    {
+        var old = _keys[keyId];
+        old?.Dispose();
+        var k = new KeyCtx(keyId, new ReliableLayer(OwnSessionId, keyId), NowMs);
+        k.Rel.PeerSessionId = PeerSessionId;
+        k.Stream = new ControlChannelStream(bytes =>
+        {
+            k.PendingOut.Enqueue(bytes);
+            Post(() => PumpTlsOutput(k));
+        });
+        k.Rel.Queue(ownReset, ReadOnlyMemory<byte>.Empty);
+        _keys[keyId] = k;
+        _latestKeyId = keyId;
+
+        // Keep at most this key and the one before it; older key states are retired.
+        for (int i = 0; i < MaxKeyStates; i++)
+        {
+            if (i != keyId && _keys[i] is { } other && i != _primaryKeyId)
+            {
+                other.Dispose();
+                _keys[i] = null;
+            }
+        }
+
+        StartTls(k);
+    }
+
+    private void StartTls(KeyCtx k)
+    {
+        var ssl = new SslStream(k.Stream, leaveInnerStreamOpen: false);
+        k.Ssl = ssl;
+        var opts = new SslServerAuthenticationOptions
+        {
+            ServerCertificate = _o.ServerCertificate,
+            ClientCertificateRequired = true,
+            EnabledSslProtocols = SslProtocols.Tls12 | SslProtocols.Tls13,
+            CertificateRevocationCheckMode = X509RevocationMode.NoCheck,
+            AllowRenegotiation = false,
+            RemoteCertificateValidationCallback = (_, cert, _, _) =>
+            {
+                if (cert is null)
+                {
+                    Post(() => k.AuthFailure = "client sent no certificate");
+                    return false;
+                }
+
+                var c2 = cert as X509Certificate2 ?? new X509Certificate2(cert);
+                var r = _o.ValidateClient(c2);
+                string? cn = r.CommonName;
+                string? reason = r.Reason;
+                Post(() =>
+                {
+                    if (r.Ok)
+                    {
+                        k.CertCommonName = cn;
+                    }
+                    else
+                    {
+                        k.AuthFailure = reason ?? "certificate refused";
+                    }
+                });
+                return r.Ok;
+            },
+        };
+
+        _ = Task.Run(async () =>
+        {
+            try
+            {
+                await ssl.AuthenticateAsServerAsync(opts).ConfigureAwait(false);
+                string proto = ssl.SslProtocol.ToString();
+                string suite = ssl.NegotiatedCipherSuite.ToString();
+                Post(() => Log.Info("tls", $"{Describe}: key-id {k.KeyId}: {proto} {suite}"));
+                var buf = new byte[4096];
+                while (true)
+                {
+                    int n = await ssl.ReadAsync(buf).ConfigureAwait(false);
+                    if (n <= 0)
+                    {
+                        return;
+                    }
+
+                    var data = buf.AsSpan(0, n).ToArray();
+                    Post(() => OnTlsPlaintext(k, data));
+                }
+            }
+            catch (Exception e) when (e is AuthenticationException or IOException or ObjectDisposedException or InvalidOperationException)
+            {
+                if (!k.Disposed)
+                {
+                    string msg = e.InnerException is { } inner ? $"{e.Message} ({inner.Message})" : e.Message;
+                    Post(() => OnTlsFailed(k, msg));
+                }
+            }
+        });
+    }
+
+    private void OnTlsFailed(KeyCtx k, string error)
+    {
+        if (k.Disposed)
+        {
+            return;
+        }
+
+        string reason = k.AuthFailure is { } a ? $"client certificate refused: {a}" : $"TLS error: {error}";
+        if (k.KeyId == 0 || !Authenticated)
+        {
+            // Let the TLS alert go out first, then drop the session.
+            Log.Warn("session", $"{Describe}: refused: {reason}");
+            PumpTlsOutput(k);
+            Flush();
+            Close(reason, null);
+        }
+        else
+        {
+            Log.Warn("session", $"{Describe}: renegotiation key-id {k.KeyId} failed: {reason}");
+            k.Dispose();
+            _keys[k.KeyId] = null;
+        }
+    }
+
+    /// <summary>Moves TLS ciphertext into the reliability layer while its send window has room.</summary>
+    private static void PumpTlsOutput(KeyCtx k)
+    {
+        if (k.Disposed)
+        {
+            return;
+        }
+
+        while (k.Rel.CanQueue && k.PendingOut.TryPeek(out var first))
+        {
+            // Coalesce small TLS writes, then cut into packet-sized pieces.
+            if (k.PendingOffset == 0 && first.Length <= TlsPayloadPerPacket && k.PendingOut.Count > 1)
+            {
+                var merged = new List<byte>(TlsPayloadPerPacket);
+                while (k.PendingOut.TryPeek(out var next) && merged.Count + next.Length <= TlsPayloadPerPacket)
+                {
+                    k.PendingOut.TryDequeue(out _);
+                    merged.AddRange(next);
+                }
+
+                if (merged.Count > 0)
+                {
+                    k.Rel.Queue(Opcode.ControlV1, merged.ToArray());
+                    continue;
+                }
+            }
+
+            int n = Math.Min(TlsPayloadPerPacket, first.Length - k.PendingOffset);
+            k.Rel.Queue(Opcode.ControlV1, first.AsMemory(k.PendingOffset, n));
+            k.PendingOffset += n;
+            if (k.PendingOffset >= first.Length)
+            {
+                k.PendingOut.TryDequeue(out _);
+                k.PendingOffset = 0;
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- TLS plaintext
+
+    private void OnTlsPlaintext(KeyCtx k, byte[] data)
+    {
+        if (k.Disposed)
+        {
+            return;
+        }
+
+        if (!k.GotClientKey)
+        {
+            if (!KeyMethod2Message.TryDecode(data, fromClient: true, out var m, out var err) || m is null)
+            {
+                Close($"bad key-method-2 message from client: {err}", "AUTH_FAILED");
+                return;
+            }
+
+            k.GotClientKey = true;
+            OnClientKeyMethod2(k, m);
+            return;
+        }
+
+        // After key-method-2: NUL-terminated control messages, possibly several in one record.
+        foreach (var msg in SplitMessages(data))
+        {
+            OnControlMessage(msg);
+        }
+    }
+
+    private static IEnumerable<string> SplitMessages(byte[] data)
+    {
+        int start = 0;
+        for (int i = 0; i <= data.Length; i++)
+        {
+            if (i == data.Length || data[i] == 0)
+            {
+                if (i > start)
+                {
+                    string s = Encoding.ASCII.GetString(data, start, i - start).TrimEnd('\r', '\n');
+                    if (s.Length > 0)
+                    {
+                        yield return s;
+                    }
+                }
+
+                start = i + 1;
+            }
+        }
+    }
+
+    private void OnClientKeyMethod2(KeyCtx k, KeyMethod2Message m)
+    {
+        if (k.CertCommonName is null)
+        {
+            Close($"client certificate refused: {k.AuthFailure ?? "no certificate"}", "AUTH_FAILED");
+            return;
+        }
+
+        if (k.KeyId == 0)
+        {
+            CommonName = k.CertCommonName;
+            PeerInfo = PeerInfo.Parse(m.PeerInfo);
+            if (!Negotiate(m, out string? failure))
+            {
+                Log.Warn("session", $"{Describe}: refused: {failure}");
+                SendControlMessage(k, $"AUTH_FAILED,{failure}");
+                // Give the message a moment to be delivered, then drop the client.
+                k.CloseAtMs = NowMs + 2000;
+                k.CloseReason = failure;
+                return;
+            }
+        }
+        else if (k.CertCommonName != CommonName)
+        {
+            Close($"renegotiation presented a different certificate ({k.CertCommonName})", "AUTH_FAILED");
+            return;
+        }
+
+        var own = KeyMethod2Message.CreateRandom(isClient: false);
+        own.Options = ServerOptionsString();
+        SendPlaintext(k, own.Encode(isClient: false));
+        var key2 = OpenVpnPrf.DeriveKey2(m.PreMaster!, m.Random1, own.Random1, m.Random2, own.Random2, PeerSessionId, OwnSessionId);
+        var keys = DataChannelKeys.FromKey2(key2, Cipher!.Value, isServer: true);
+        CryptographicOperations.ZeroMemory(key2);
+        k.DataKeysReady = true;
+        k.OwnKeySentAtMs = NowMs;
+
+        if (k.KeyId == 0)
+        {
+            Authenticated = true;
+            InstallFirstKey(k, keys);
+            _mgr.OnAuthenticated(this);
+            if ((PeerInfo!.IvProto & 4) != 0)
+            {
+                SendPushReply(k);
+            }
+        }
+        else
+        {
+            var cfg = new KeyConfig(PeerId!.Value, KeySlot.Secondary, k.KeyId, Cipher.Value,
+                new KeyDirection(keys.EncryptKey, keys.EncryptImplicitIv), new KeyDirection(keys.DecryptKey, keys.DecryptImplicitIv));
+            _mgr.DataPlane.NewKey(cfg);
+            k.SwapPending = true;
+            Log.Info("session", $"{Describe}: key-id {k.KeyId} negotiated; installed as secondary");
+        }
+    }
+
+    private bool Negotiate(KeyMethod2Message m, out string? failure)
+    {
+        var pi = PeerInfo!;
+        if (!CipherNegotiation.TrySelect(_o.DataCiphers, pi, m.Options, _o.FallbackCipher, out var chosen, out var why))
+        {
+            failure = why;
+            return false;
+        }
+
+        if (!DataCipherNames.IsAead(chosen))
+        {
+            failure = $"cipher {DataCipherNames.ToName(chosen)} is not an AEAD cipher; this server's data channel carries AEAD ciphers only";
+            return false;
+        }
+
+        Cipher = chosen;
+
+        // A profile with comp-lzo / compress makes the client frame data with a stub byte. We never
+        // compress: tell it "no compression" in the framing it understands.
+        bool clientFrames = OptionsString.GetField(m.Options, "comp-lzo") is not null || m.Options.Contains(",comp-lzo", StringComparison.Ordinal);
+        if (pi.Lzo || pi.Lz4 || pi.Lz4V2 || clientFrames)
+        {
+            if (!_o.AllowCompressionStubs)
+            {
+                failure = "client requests compression framing, which this server does not allow";
+                return false;
+            }
+
+            if (clientFrames)
+            {
+                Compression = pi.CompStubV2 ? CompressionStub.StubV2 : CompressionStub.LzoNo;
+                Log.Info("session", $"{Describe}: client profile has compression; compression is off (framing: {Compression})");
+            }
+        }
+
+        var ip = _o.Pool.Allocate();
+        if (ip is null)
+        {
+            failure = "address pool exhausted";
+            return false;
+        }
+
+        var id = _mgr.PeerIds.Allocate();
+        if (id is null)
+        {
+            _o.Pool.Release(ip);
+            failure = "no free peer-id";
+            return false;
+        }
+
+        VpnAddress = ip;
+        PeerId = id;
+        failure = null;
+        return true;
+    }
+
+    private void InstallFirstKey(KeyCtx k, DataChannelKeys keys)
+    {
+        var dp = _mgr.DataPlane;
+        dp.NewPeer(new PeerConfig(PeerId!.Value, Link, VpnAddress, null)
+        {
+            DataV2 = (PeerInfo!.IvProto & 2) != 0,
+            Compression = Compression,
+        });
+        // The server side waits twice the pushed ping-restart, as OpenVPN's keepalive helper does.
+        dp.SetPeer(PeerId.Value, TimeSpan.FromSeconds(_o.PingSeconds), TimeSpan.FromSeconds(_o.PingRestartSeconds * 2));
+        dp.NewKey(new KeyConfig(PeerId.Value, KeySlot.Primary, k.KeyId, Cipher!.Value,
+            new KeyDirection(keys.EncryptKey, keys.EncryptImplicitIv), new KeyDirection(keys.DecryptKey, keys.DecryptImplicitIv)));
+        _primaryKeyId = k.KeyId;
+        _primarySinceMs = NowMs;
+        Log.Info("session", $"{Describe}: authenticated; peer-id {PeerId}, {VpnAddress}, cipher {DataCipherNames.ToName(Cipher.Value)}, " +
+            $"{(PeerInfo.IvVer is { } v ? "client " + v : "client version unknown")}");
+    }
+
+    private void OnControlMessage(string msg)
+    {
+        var k = _latestKeyId >= 0 ? _keys[_latestKeyId] : null;
+        if (msg.StartsWith("PUSH_REQUEST", StringComparison.Ordinal))
+        {
+            if (!_pushed && Authenticated && _keys[0] is { } k0 && k0.CloseAtMs == 0)
+            {
+                SendPushReply(k0);
+            }
+        }
+        else if (msg == "EXIT" || msg.StartsWith("EXIT,", StringComparison.Ordinal))
+        {
+            Log.Info("session", $"{Describe}: client sent EXIT (explicit-exit-notify)");
+            Close("client exited", null);
+        }
+        else if (k is not null)
+        {
+            Log.Debug("session", $"{Describe}: ignored control message '{Truncate(msg, 64)}'");
+        }
+    }
+
+    private static string Truncate(string s, int n) => s.Length <= n ? s : s[..n] + "...";
+
+    private void SendPushReply(KeyCtx k)
+    {
+        _pushed = true;
+        var opts = new List<string>
+        {
+            $"route-gateway {_o.Pool.ServerAddress}",
+            "topology subnet",
+            $"ping {_o.PingSeconds}",
+            $"ping-restart {_o.PingRestartSeconds}",
+        };
+        opts.AddRange(_o.ExtraPush);
+        if (Compression == CompressionStub.StubV2)
+        {
+            opts.Add("compress stub-v2");
+        }
+        else if (Compression == CompressionStub.LzoNo)
+        {
+            opts.Add("comp-lzo no");
+        }
+
+        opts.Add($"ifconfig {VpnAddress} {_o.Pool.Netmask}");
+        var pi = PeerInfo!;
+        if ((pi.IvProto & 2) != 0)
+        {
+            opts.Add($"peer-id {PeerId}");
+        }
+
+        if (pi.IvNcp >= 2 || pi.IvCiphers is not null)
+        {
+            opts.Add($"cipher {DataCipherNames.ToName(Cipher!.Value)}");
+        }
+
+        if ((pi.IvProto & 128) != 0)
+        {
+            opts.Add("protocol-flags cc-exit");
+        }
+
+        if (pi.IvMtu is not null)
+        {
+            opts.Add($"tun-mtu {_o.TunMtu}");
+        }
+
+        foreach (var message in PushReplyBuilder.Build(opts))
+        {
+            SendControlMessage(k, message);
+        }
+
+        Log.Info("session", $"{Describe}: sent PUSH_REPLY ({opts.Count} options)");
+    }
+
+    private string ServerOptionsString()
+    {
+        int keyBits = Cipher is { } c ? DataCipherNames.KeyLength(c) * 8 : 256;
+        string proto = Link.IsTcp ? "TCPv4_SERVER" : "UDPv4";
+        string s = $"V4,dev-type tun,link-mtu {_o.TunMtu + 49},tun-mtu {_o.TunMtu},proto {proto},";
+        if (Compression != CompressionStub.None)
+        {
+            s += "comp-lzo,";
+        }
+
+        if (_o.WrapMode == ControlWrapMode.TlsAuth)
+        {
+            s += "keydir 0,";
+        }
+
+        s += $"auth [null-digest],keysize {keyBits},";
+        if (_o.WrapMode == ControlWrapMode.TlsAuth)
+        {
+            s += "tls-auth,";
+        }
+
+        return s + "key-method 2,tls-server";
+    }
+
+    private void SendControlMessage(KeyCtx k, string message) => SendPlaintext(k, ControlMessage.Encode(message));
+
+    private void SendPlaintext(KeyCtx k, byte[] plaintext)
+    {
+        var ssl = k.Ssl;
+        if (ssl is null || k.Disposed)
+        {
+            return;
+        }
+
+        // One TLS record per message (OpenVPN reads a record as one message). Writes are chained so
+        // that SslStream never sees two concurrent writes.
+        k.WriteChain = k.WriteChain.ContinueWith(
+            async _ =>
+            {
+                try
+                {
+                    await ssl.WriteAsync(plaintext).ConfigureAwait(false);
+                }
+                catch (Exception e) when (e is IOException or ObjectDisposedException or InvalidOperationException)
+                {
+                }
+            },
+            CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default).Unwrap();
+    }
+
+    // ---------------------------------------------------------------- timers
+
+    private void OnTick()
+    {
+        long now = NowMs;
+        for (int i = 0; i < MaxKeyStates; i++)
+        {
+            if (_keys[i] is not { } k)
+            {
+                continue;
+            }
+
+            if (k.CloseAtMs != 0 && now >= k.CloseAtMs)
+            {
+                Close(k.CloseReason ?? "refused", null);
+                return;
+            }
+
+            if (!k.DataKeysReady && now - k.StartedMs > _o.HandWindowSeconds * 1000L)
+            {
+                if (k.KeyId == 0 || !Authenticated)
+                {
+                    Close($"TLS key negotiation failed to occur within {_o.HandWindowSeconds} seconds", null);
+                    return;
+                }
+
+                Log.Warn("session", $"{Describe}: renegotiation key-id {k.KeyId} timed out");
+                k.Dispose();
+                _keys[i] = null;
+                continue;
+            }
+
+            // The peer has our key-method-2 message once everything we sent on this key is acked.
+            if (k.SwapPending && k.Rel.AllAcked && now - k.OwnKeySentAtMs >= 1000)
+            {
+                k.SwapPending = false;
+                _mgr.DataPlane.SwapKeys(PeerId!.Value);
+                _primaryKeyId = k.KeyId;
+                _primarySinceMs = now;
+                Log.Info("session", $"{Describe}: key-id {k.KeyId} is now primary");
+            }
+        }
+
+        if (Authenticated && _o.RenegotiateSeconds > 0 && _primaryKeyId >= 0 && _latestKeyId == _primaryKeyId &&
+            now - _primarySinceMs > _o.RenegotiateSeconds * 1000L)
+        {
+            StartRenegotiation($"reneg-sec {_o.RenegotiateSeconds}");
+        }
+    }
+
+    private void StartRenegotiation(string why)
+    {
+        if (!Authenticated || _latestKeyId < 0 || _keys[_latestKeyId] is not { DataKeysReady: true } || _latestKeyId != _primaryKeyId)
+        {
+            return;
+        }
+
+        int next = NextKeyId(_latestKeyId);
+        Log.Info("session", $"{Describe}: starting renegotiation ({why}), key-id {next}");
+        CreateKeyState(next, Opcode.ControlSoftResetV1);
+    }
+
+    // ---------------------------------------------------------------- output
+
+    private void Flush()
+    {
+        if (_closed)
+        {
+            return;
+        }
+
+        long now = NowMs;
+        uint unix = (uint)DateTimeOffset.UtcNow.ToUnixTimeSeconds();
+        for (int i = 0; i < MaxKeyStates; i++)
+        {
+            if (_keys[i] is not { } k)
+            {
+                continue;
+            }
+
+            PumpTlsOutput(k);
+            int guard = 0;
+            while (guard++ < 64 && k.Rel.TryGetPacketToSend(now, out var p) && p is not null)
+            {
+                Link.Send(_wrap.Wrap(p, unix));
+            }
+        }
+    }
+
+    /// <summary>Ends the session: optional last message to the client, data plane peer removed, resources freed.</summary>
+    internal void Close(string reason, string? notifyMessage)
+    {
+        if (_closed)
+        {
+            return;
+        }
+
+        if (notifyMessage is not null && _latestKeyId >= 0 && _keys[_latestKeyId] is { } k)
+        {
+            SendControlMessage(k, notifyMessage);
+            // Best effort: give the TLS write a moment to reach the reliability layer, then send.
+            k.WriteChain.Wait(200);
+            PumpTlsOutput(k);
+            Flush();
+        }
+
+        _closed = true;
+        _closeReason = reason;
+        for (int i = 0; i < MaxKeyStates; i++)
+        {
+            _keys[i]?.Dispose();
+            _keys[i] = null;
+        }
+
+        if (PeerId is { } id)
+        {
+            _mgr.DataPlane.DeletePeer(id);
+            _mgr.PeerIds.Release(id);
+        }
+
+        if (VpnAddress is { } ip)
+        {
+            _o.Pool.Release(ip);
+        }
+
+        _mgr.OnSessionClosed(this, reason);
+        _inbox.Writer.TryComplete();
+    }
+
+    public string? CloseReason => _closeReason;
+
+    /// <summary>
+    /// Sends a control message to the client from outside the loop (RESTART on shutdown) and waits
+    /// until it was handed to the link, at most <paramref name="timeout"/>.
+    /// </summary>
+    public Task NotifyAsync(string message, TimeSpan timeout)
+    {
+        var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        Post(() =>
+        {
+            if (_latestKeyId >= 0 && _keys[_latestKeyId] is { Ssl: not null } k && Authenticated)
+            {
+                SendControlMessage(k, message);
+                k.WriteChain.ContinueWith(_ => Post(() => done.TrySetResult()), TaskScheduler.Default);
+            }
+            else
+            {
+                done.TrySetResult();
+            }
+        });
+        return done.Task.WaitAsync(timeout).ContinueWith(_ => { }, TaskScheduler.Default);
+    }
+
+    private sealed class KeyCtx(int keyId, ReliableLayer rel, long startedMs) : IDisposable
+    {
+        public readonly int KeyId = keyId;
+        public readonly ReliableLayer Rel = rel;
+        public readonly long StartedMs = startedMs;
+        public readonly System.Collections.Concurrent.ConcurrentQueue<byte[]> PendingOut = new();
+        public ControlChannelStream Stream = null!;
+        public SslStream? Ssl;
+        public Task WriteChain = Task.CompletedTask;
+        public int PendingOffset;
+        public bool GotClientKey;
+        public bool DataKeysReady;
+        public bool SwapPending;
+        public long OwnKeySentAtMs;
+        public long CloseAtMs;
+        public string? CloseReason;
+        public string? CertCommonName;
+        public string? AuthFailure;
+        public bool Disposed;
+
+        public void Dispose()
+        {
+            if (Disposed)
+            {
+                return;
+            }
+
+            Disposed = true;
+            Stream?.CompleteInput();
+            try
+            {
+                Ssl?.Dispose();
+            }
+            catch (Exception e) when (e is IOException or ObjectDisposedException or InvalidOperationException)
+            {
+            }
+        }
+    }
+}
