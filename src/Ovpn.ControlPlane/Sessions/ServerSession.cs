@@ -9,7 +9,6 @@ using System.Text;
 using System.Threading.Channels;
 using Ovpn.ControlPlane.Tls;
 using Ovpn.DataPlane;
-using Ovpn.DataPlane.Engine;
 using Ovpn.Protocol.Control;
 using Ovpn.Protocol.Keys;
 using Ovpn.Protocol.Options;
@@ -643,7 +642,13 @@ public sealed class ServerSession
             opts.Add($"tun-mtu {_o.TunMtu}");
         }
 
-        foreach (var message in PushReplyBuilder.Build(opts))
+        var builder = new PushReplyBuilder();
+        foreach (var o in opts)
+        {
+            builder.Add(o);
+        }
+
+        foreach (var message in builder.Build())
         {
             SendControlMessage(k, message);
         }

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 using System.Collections.Concurrent;
 using System.Diagnostics;
+using System.Net;
 using System.Net.Sockets;
 using Ovpn.DataPlane;
 using Ovpn.DataPlane.Transport;
@@ -136,11 +137,9 @@ public sealed class SessionManager : IDataPlaneEvents, IDisposable
         TryCreateSession(link, packet, replacing: null);
     }
 
+    // Session ids are the big-endian number the codec reads from bytes 1..8 of every control packet.
     private static bool IsSameSession(ServerSession s, ReadOnlySpan<byte> packet) =>
-        packet.Length >= 9 && System.Buffers.Binary.BinaryPrimitives.ReadUInt64BigEndian(packet[1..]) == SidToWire(s.PeerSessionId);
-
-    // Session ids are kept as the big-endian number read from the wire by the codec.
-    private static ulong SidToWire(ulong sid) => sid;
+        packet.Length >= 9 && System.Buffers.Binary.BinaryPrimitives.ReadUInt64BigEndian(packet[1..]) == s.PeerSessionId;
 
     private bool TryCreateSession(ILinkTransport link, ReadOnlySpan<byte> packet, ServerSession? replacing)
     {
