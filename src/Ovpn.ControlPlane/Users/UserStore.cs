@@ -1,0 +1,156 @@
+// SPDX-License-Identifier: MIT
+using System.Text.RegularExpressions;
+using Ovpn.ControlPlane.Config;
+
+namespace Ovpn.ControlPlane.Users;
+
+public sealed record UserRecord(string Name, DateTimeOffset Created, bool HasPassword);
+
+/// <summary>
+/// Users, their local passwords and free-form properties (Access Server "UserProp" keys such as
+/// "type" or "prop_autologin"). Thread-safe (each call uses its own connection).
+/// </summary>
+public sealed partial class UserStore
+{
+    private readonly OvpnDatabase _db;
+
+    public UserStore(OvpnDatabase db) => _db = db;
+
+    public static UserStore Open(string dataDir) => new(OvpnDatabase.Open(dataDir));
+
+    // Names end up as certificate CNs, file names and in profiles: keep them to a safe alphabet.
+    [GeneratedRegex(@"^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}$")]
+    private static partial Regex NamePattern();
+
+    public static void ValidateName(string name)
+    {
+        if (!NamePattern().IsMatch(name))
+            throw new AdminException($"invalid user name '{name}': allowed 1..64 characters of A-Z a-z 0-9 _ . @ - (not starting with . @ -)");
+    }
+
+    public bool Exists(string name)
+    {
+        using var c = _db.OpenConnection();
+        using var cmd = c.CreateCommand();
+        cmd.CommandText = "SELECT 1 FROM users WHERE name = $n";
+        cmd.Parameters.AddWithValue("$n", name);
+        return cmd.ExecuteScalar() is not null;
+    }
+
+    /// <summary>Adds a user; throws <see cref="AdminException"/> if the name is invalid or taken.</summary>
+    public void Add(string name, string? password = null)
+    {
+        ValidateName(name);
+        if (Exists(name))
+            throw new AdminException($"user '{name}' already exists");
+        Insert(name, password is null ? null : PasswordHasher.Hash(password));
+    }
+
+    /// <summary>Adds the user if missing (Access Server creates users on first UserPropPut).</summary>
+    public void EnsureExists(string name)
+    {
+        ValidateName(name);
+        if (!Exists(name))
+            Insert(name, null);
+    }
+
+    private void Insert(string name, string? digest)
+    {
+        using var c = _db.OpenConnection();
+        using var cmd = c.CreateCommand();
+        cmd.CommandText = "INSERT OR IGNORE INTO users (name, created_unix, password_digest) VALUES ($n, $t, $d)";
+        cmd.Parameters.AddWithValue("$n", name);
+        cmd.Parameters.AddWithValue("$t", DateTimeOffset.UtcNow.ToUnixTimeSeconds());
+        cmd.Parameters.AddWithValue("$d", (object?)digest ?? DBNull.Value);
+        cmd.ExecuteNonQuery();
+    }
+
+    public IReadOnlyList<UserRecord> List()
+    {
+        using var c = _db.OpenConnection();
+        using var cmd = c.CreateCommand();
+        cmd.CommandText = "SELECT name, created_unix, password_digest IS NOT NULL FROM users ORDER BY name";
+        using var r = cmd.ExecuteReader();
+        var list = new List<UserRecord>();
+        while (r.Read())
+            list.Add(new UserRecord(r.GetString(0), DateTimeOffset.FromUnixTimeSeconds(r.GetInt64(1)), r.GetInt64(2) != 0));
+        return list;
+    }
+
+    /// <summary>Deletes the user and their properties. Certificates are kept (revoked) by the caller.</summary>
+    public bool Delete(string name)
+    {
+        using var c = _db.OpenConnection();
+        using var tx = c.BeginTransaction();
+        using var cmd = c.CreateCommand();
+        cmd.Transaction = tx;
+        cmd.CommandText = "DELETE FROM user_props WHERE user = $n; DELETE FROM users WHERE name = $n;";
+        cmd.Parameters.AddWithValue("$n", name);
+        var n = cmd.ExecuteNonQuery();
+        tx.Commit();
+        return n > 0;
+    }
+
+    public void SetPassword(string name, string password)
+    {
+        if (password.Length == 0)
+            throw new AdminException("the password must not be empty");
+        EnsureExists(name);
+        var digest = PasswordHasher.Hash(password);
+        using var c = _db.OpenConnection();
+        using var cmd = c.CreateCommand();
+        cmd.CommandText = "UPDATE users SET password_digest = $d WHERE name = $n";
+        cmd.Parameters.AddWithValue("$n", name);
+        cmd.Parameters.AddWithValue("$d", digest);
+        cmd.ExecuteNonQuery();
+    }
+
+    /// <summary>False for unknown users, users without a local password and wrong passwords.</summary>
+    public bool VerifyPassword(string name, string password)
+    {
+        using var c = _db.OpenConnection();
+        using var cmd = c.CreateCommand();
+        cmd.CommandText = "SELECT password_digest FROM users WHERE name = $n";
+        cmd.Parameters.AddWithValue("$n", name);
+        return cmd.ExecuteScalar() is string digest && PasswordHasher.Verify(password, digest);
+    }
+
+    public void SetProperty(string user, string key, string value)
+    {
+        if (key.Length == 0)
+            throw new AdminException("a user property key must not be empty");
+        EnsureExists(user);
+        using var c = _db.OpenConnection();
+        using var cmd = c.CreateCommand();
+        cmd.CommandText = "INSERT INTO user_props (user, key, value) VALUES ($u, $k, $v) ON CONFLICT(user, key) DO UPDATE SET value = excluded.value";
+        cmd.Parameters.AddWithValue("$u", user);
+        cmd.Parameters.AddWithValue("$k", key);
+        cmd.Parameters.AddWithValue("$v", value);
+        cmd.ExecuteNonQuery();
+    }
+
+    public string? GetProperty(string user, string key) => GetProperties(user).GetValueOrDefault(key);
+
+    public SortedDictionary<string, string> GetProperties(string user)
+    {
+        using var c = _db.OpenConnection();
+        using var cmd = c.CreateCommand();
+        cmd.CommandText = "SELECT key, value FROM user_props WHERE user = $u";
+        cmd.Parameters.AddWithValue("$u", user);
+        using var r = cmd.ExecuteReader();
+        var d = new SortedDictionary<string, string>(StringComparer.Ordinal);
+        while (r.Read())
+            d[r.GetString(0)] = r.GetString(1);
+        return d;
+    }
+
+    public bool DeleteProperty(string user, string key)
+    {
+        using var c = _db.OpenConnection();
+        using var cmd = c.CreateCommand();
+        cmd.CommandText = "DELETE FROM user_props WHERE user = $u AND key = $k";
+        cmd.Parameters.AddWithValue("$u", user);
+        cmd.Parameters.AddWithValue("$k", key);
+        return cmd.ExecuteNonQuery() > 0;
+    }
+}

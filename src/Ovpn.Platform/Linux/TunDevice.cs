@@ -1,0 +1,408 @@
+// SPDX-License-Identifier: MIT
+using System.Net;
+using System.Net.Sockets;
+using System.Runtime.InteropServices;
+using System.Text;
+using Ovpn.Platform.Interop;
+
+namespace Ovpn.Platform.Linux;
+
+/// <summary>
+/// A Linux layer-3 TUN device (IFF_TUN | IFF_NO_PI): every Read returns one IPv4 or IPv6 packet,
+/// every Write injects one.
+///
+/// Thread-safety and lifetime:
+/// <list type="bullet">
+/// <item>One thread may block in <see cref="Read"/> while other threads call <see cref="Write"/>;
+/// the kernel serializes per packet. Several concurrent readers are allowed but each packet goes
+/// to only one of them (use <see cref="OpenQueue"/> for real parallel queues).</item>
+/// <item>Configuration methods (SetMtu, AddAddress, SetUp, Delete, MTU) may be called from any
+/// thread; they go through one netlink socket created together with the device, so they act in
+/// the network namespace where the device was created even when called from another one.</item>
+/// <item><see cref="Dispose"/> may be called from any thread, also while another thread is blocked
+/// in Read: it wakes the reader through an eventfd (Read then throws
+/// <see cref="ObjectDisposedException"/>), waits up to 2 s for in-flight calls to leave, and closes
+/// the fd. A non-persistent device disappears when the last queue's fd is closed.</item>
+/// </list>
+/// The fd is non-blocking; Read blocks in poll() on {tun fd, wake eventfd} instead of read(), which
+/// is what makes the wake-up possible.
+/// </summary>
+public sealed unsafe class TunDevice : IDisposable
+{
+    // linux/if_tun.h
+    private const nuint TUNSETIFF = 0x400454ca; // _IOW('T', 202, int)
+    private const short IFF_TUN = 0x0001;
+    private const short IFF_NO_PI = 0x1000;
+    private const short IFF_MULTI_QUEUE = 0x0100;
+    private const int IfNameSize = 16; // IFNAMSIZ including the NUL
+    private const int IfReqSize = 40;  // struct ifreq on 64-bit Linux
+    private const string CloneDevice = "/dev/net/tun";
+
+    private readonly SafeFd _fd;
+    private readonly SafeFd _wake;
+    private readonly RtNetlink _netlink;
+    private readonly bool _multiQueue;
+    private int _inFlight;
+    private int _disposed;
+
+    private TunDevice(SafeFd fd, SafeFd wake, RtNetlink netlink, string name, int index, bool multiQueue)
+    {
+        _fd = fd;
+        _wake = wake;
+        _netlink = netlink;
+        Name = name;
+        Index = index;
+        _multiQueue = multiQueue;
+    }
+
+    /// <summary>Interface name as assigned by the kernel (a "%d" pattern is resolved).</summary>
+    public string Name { get; }
+
+    /// <summary>Interface index in the namespace where the device was created.</summary>
+    public int Index { get; }
+
+    /// <summary>True if opened with IFF_MULTI_QUEUE (then <see cref="OpenQueue"/> works).</summary>
+    public bool IsMultiQueue => _multiQueue;
+
+    /// <summary>Current MTU, read from the kernel on every access.</summary>
+    public int Mtu
+    {
+        get
+        {
+            ThrowIfDisposed();
+            return _netlink.GetLink(Name).Mtu;
+        }
+    }
+
+    /// <summary>
+    /// Creates (or attaches to) TUN device <paramref name="name"/> in the calling thread's network
+    /// namespace. The device is not persistent: it goes away when the last fd is closed.
+    /// </summary>
+    public static TunDevice Create(string name, bool multiQueue = false)
+    {
+        ValidateName(name);
+        var netlink = new RtNetlink();
+        try
+        {
+            return Open(name, multiQueue, netlink);
+        }
+        catch
+        {
+            netlink.Release();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Opens one more queue of this multi-queue device (a separate fd; the kernel spreads flows
+    /// over the queues). The returned object has the same Name and shares the netlink socket;
+    /// dispose it independently.
+    /// </summary>
+    public TunDevice OpenQueue()
+    {
+        ThrowIfDisposed();
+        if (!_multiQueue)
+            throw new InvalidOperationException($"TUN device {Name} was not created with multiQueue: true; it has only one queue.");
+        _netlink.AddRef();
+        try
+        {
+            return Open(Name, multiQueue: true, _netlink);
+        }
+        catch
+        {
+            _netlink.Release();
+            throw;
+        }
+    }
+
+    private static TunDevice Open(string name, bool multiQueue, RtNetlink netlink)
+    {
+        int fd = Libc.Open(CloneDevice, Libc.O_RDWR | Libc.O_NONBLOCK | Libc.O_CLOEXEC);
+        if (fd < 0)
+            throw PlatformException.FromLastError($"open({CloneDevice})");
+        var safeFd = new SafeFd(fd);
+        SafeFd? wake = null;
+        try
+        {
+            byte* ifr = stackalloc byte[IfReqSize];
+            var req = new Span<byte>(ifr, IfReqSize);
+            req.Clear();
+            Encoding.ASCII.GetBytes(name, req.Slice(0, IfNameSize - 1));
+            short flags = (short)(IFF_TUN | IFF_NO_PI | (multiQueue ? IFF_MULTI_QUEUE : 0));
+            *(short*)(ifr + IfNameSize) = flags;
+            if (Libc.Ioctl(fd, TUNSETIFF, ifr) != 0)
+                throw PlatformException.FromLastError($"ioctl(TUNSETIFF, {name}{(multiQueue ? ", multi-queue" : "")})");
+            string actual = Encoding.ASCII.GetString(req.Slice(0, IfNameSize)).TrimEnd('\0');
+            int efd = Libc.EventFd(0, Libc.EFD_CLOEXEC | Libc.EFD_NONBLOCK);
+            if (efd < 0)
+                throw PlatformException.FromLastError("eventfd");
+            wake = new SafeFd(efd);
+            var (index, _) = netlink.GetLink(actual);
+            return new TunDevice(safeFd, wake, netlink, actual, index, multiQueue);
+        }
+        catch
+        {
+            wake?.Dispose();
+            safeFd.Dispose();
+            throw;
+        }
+    }
+
+    private static void ValidateName(string name)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(name);
+        if (name.Length >= IfNameSize)
+            throw new ArgumentException($"Interface name '{name}' is longer than {IfNameSize - 1} characters.", nameof(name));
+        foreach (char c in name)
+            if (c <= ' ' || c > '~' || c == '/' || c == ':')
+                throw new ArgumentException($"Interface name '{name}' contains an invalid character.", nameof(name));
+    }
+
+    // ---- configuration (rtnetlink) ----
+
+    public void SetMtu(int mtu)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(mtu, 68);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(mtu, 65535);
+        ThrowIfDisposed();
+        _netlink.SetMtu(Index, mtu, Name);
+    }
+
+    /// <summary>Adds an IPv4 or IPv6 address with prefix (IPv6 without DAD).</summary>
+    public void AddAddress(IPAddress address, int prefixLength)
+    {
+        ArgumentNullException.ThrowIfNull(address);
+        int max = address.AddressFamily switch
+        {
+            AddressFamily.InterNetwork => 32,
+            AddressFamily.InterNetworkV6 => 128,
+            _ => throw new ArgumentException($"Unsupported address family {address.AddressFamily}.", nameof(address)),
+        };
+        ArgumentOutOfRangeException.ThrowIfNegative(prefixLength);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(prefixLength, max);
+        ThrowIfDisposed();
+        _netlink.AddAddress(Index, address, prefixLength, Name);
+    }
+
+    /// <summary>Adds an address given as "a.b.c.d/len" or "v6addr/len".</summary>
+    public void AddAddress(string cidr)
+    {
+        var (address, prefix) = ParseCidr(cidr);
+        AddAddress(address, prefix);
+    }
+
+    public void SetUp() => SetState(true);
+
+    public void SetDown() => SetState(false);
+
+    private void SetState(bool up)
+    {
+        ThrowIfDisposed();
+        _netlink.SetUp(Index, up, Name);
+    }
+
+    /// <summary>Removes the interface now (RTM_DELLINK), without waiting for Dispose.</summary>
+    public void Delete()
+    {
+        ThrowIfDisposed();
+        _netlink.DeleteLink(Index, Name);
+    }
+
+    internal static (IPAddress, int) ParseCidr(string cidr)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(cidr);
+        int slash = cidr.IndexOf('/');
+        if (slash < 0 || !IPAddress.TryParse(cidr.AsSpan(0, slash), out var ip) || !int.TryParse(cidr.AsSpan(slash + 1), out int prefix))
+            throw new FormatException($"'{cidr}' is not an address/prefix.");
+        return (ip, prefix);
+    }
+
+    // ---- I/O ----
+
+    /// <summary>
+    /// Blocks until one packet is available and copies it into <paramref name="buffer"/>
+    /// (truncated if the buffer is smaller). Throws <see cref="ObjectDisposedException"/> when the
+    /// device is disposed, also while waiting.
+    /// </summary>
+    public int Read(Span<byte> buffer) => ReadCore(buffer, CancellationToken.None);
+
+    /// <summary>
+    /// Asynchronous read. Returns synchronously when a packet is already queued; otherwise waits
+    /// on a long-running worker (one thread per pending call), so this is meant for control and
+    /// test paths, not for the per-packet hot path (use a dedicated thread with
+    /// <see cref="Read"/> there). Cancellation is observed within about 200 ms.
+    /// </summary>
+    public ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
+    {
+        ThrowIfDisposed();
+        if (cancellationToken.IsCancellationRequested)
+            return ValueTask.FromCanceled<int>(cancellationToken);
+        int n = TryReadNonBlocking(buffer.Span);
+        if (n >= 0)
+            return ValueTask.FromResult(n);
+        return new ValueTask<int>(Task.Factory.StartNew(
+            () => ReadCore(buffer.Span, cancellationToken),
+            cancellationToken, TaskCreationOptions.LongRunning, TaskScheduler.Default));
+    }
+
+    /// <summary>Writes one IP packet. Returns the number of bytes written.</summary>
+    public int Write(ReadOnlySpan<byte> packet)
+    {
+        if (packet.IsEmpty)
+            throw new ArgumentException("Empty packet.", nameof(packet));
+        Enter();
+        try
+        {
+            long deadline = Environment.TickCount64 + 1000;
+            while (true) // bounded by the 1 s deadline below
+            {
+                nint n;
+                fixed (byte* p = packet)
+                    n = Libc.Write(_fd.Fd, p, (nuint)packet.Length);
+                if (n >= 0)
+                    return (int)n;
+                int errno = Marshal.GetLastPInvokeError();
+                if (errno == Libc.EINTR)
+                    continue;
+                if (errno != Libc.EAGAIN || Environment.TickCount64 > deadline)
+                    throw PlatformException.FromErrno($"write({Name})", errno);
+                WaitFd(Libc.POLLOUT, 50);
+            }
+        }
+        finally
+        {
+            Leave();
+        }
+    }
+
+    private int TryReadNonBlocking(Span<byte> buffer)
+    {
+        Enter();
+        try
+        {
+            return ReadOnce(buffer);
+        }
+        finally
+        {
+            Leave();
+        }
+    }
+
+    /// <summary>One read(); -1 means "nothing queued" (EAGAIN).</summary>
+    private int ReadOnce(Span<byte> buffer)
+    {
+        while (true) // only EINTR loops
+        {
+            nint n;
+            fixed (byte* p = buffer)
+                n = Libc.Read(_fd.Fd, p, (nuint)buffer.Length);
+            if (n >= 0)
+                return (int)n;
+            int errno = Marshal.GetLastPInvokeError();
+            if (errno == Libc.EINTR)
+                continue;
+            if (errno == Libc.EAGAIN)
+                return -1;
+            throw PlatformException.FromErrno($"read({Name})", errno);
+        }
+    }
+
+    private int ReadCore(Span<byte> buffer, CancellationToken cancellationToken)
+    {
+        if (buffer.IsEmpty)
+            throw new ArgumentException("Empty buffer.", nameof(buffer));
+        Enter();
+        try
+        {
+            // With a cancellable token we wake up periodically to look at it; otherwise only the
+            // eventfd (Dispose) or a packet ends the wait.
+            int timeout = cancellationToken.CanBeCanceled ? 200 : -1;
+            while (true)
+            {
+                int n = ReadOnce(buffer);
+                if (n >= 0)
+                    return n;
+                cancellationToken.ThrowIfCancellationRequested();
+                if (!WaitFd(Libc.POLLIN, timeout))
+                    continue;
+            }
+        }
+        finally
+        {
+            Leave();
+        }
+    }
+
+    /// <summary>poll() on the tun fd and the wake eventfd. True if the tun fd is ready.</summary>
+    private bool WaitFd(short events, int timeoutMs)
+    {
+        var fds = stackalloc Libc.PollFd[2];
+        fds[0] = new Libc.PollFd { Fd = _fd.Fd, Events = events };
+        fds[1] = new Libc.PollFd { Fd = _wake.Fd, Events = Libc.POLLIN };
+        int r = Libc.Poll(fds, 2, timeoutMs);
+        if (r < 0)
+        {
+            int errno = Marshal.GetLastPInvokeError();
+            if (errno == Libc.EINTR)
+                return false;
+            throw PlatformException.FromErrno($"poll({Name})", errno);
+        }
+        if (fds[1].Revents != 0 || Volatile.Read(ref _disposed) != 0)
+            throw new ObjectDisposedException(nameof(TunDevice), $"TUN device {Name} was disposed.");
+        if ((fds[0].Revents & (Libc.POLLERR | Libc.POLLNVAL)) != 0)
+            throw new PlatformException($"poll({Name}) reported an error condition on the TUN fd (revents 0x{fds[0].Revents:x}).");
+        return r > 0;
+    }
+
+    // Every I/O call holds a reference on both fds (SafeHandle ref counting) for its whole
+    // duration, so a Dispose that gives up waiting can never close a number still in use.
+    private void Enter()
+    {
+        Interlocked.Increment(ref _inFlight);
+        bool fdRef = false, wakeRef = false;
+        try
+        {
+            if (Volatile.Read(ref _disposed) != 0)
+                throw new ObjectDisposedException(nameof(TunDevice), $"TUN device {Name} was disposed.");
+            _fd.DangerousAddRef(ref fdRef);
+            _wake.DangerousAddRef(ref wakeRef);
+        }
+        catch
+        {
+            if (fdRef)
+                _fd.DangerousRelease();
+            if (wakeRef)
+                _wake.DangerousRelease();
+            Interlocked.Decrement(ref _inFlight);
+            throw;
+        }
+    }
+
+    private void Leave()
+    {
+        _wake.DangerousRelease();
+        _fd.DangerousRelease();
+        Interlocked.Decrement(ref _inFlight);
+    }
+
+    private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+            return;
+        // Wake every thread blocked in poll(); the counter stays non-zero, so all of them see it.
+        ulong one = 1;
+        Libc.Write(_wake.Fd, (byte*)&one, 8);
+        // Wait (bounded) for in-flight calls to leave so that the close below really happens now
+        // and the interface is gone when Dispose returns. If one is stuck, SafeHandle reference
+        // counting still defers the close safely until it leaves.
+        long deadline = Environment.TickCount64 + 2000;
+        var spin = new SpinWait();
+        while (Volatile.Read(ref _inFlight) != 0 && Environment.TickCount64 < deadline)
+            spin.SpinOnce(sleep1Threshold: 10);
+        _fd.Dispose();
+        _wake.Dispose();
+        _netlink.Release();
+    }
+}
