@@ -78,7 +78,7 @@ public sealed class SessionManager : IDataPlaneEvents, IDisposable
         {
             string path = _dataPlane?.EngineName ?? "none";
             string? reason = null;
-            if (s.Compression != DataPlane.CompressionStub.None)
+            if (s.Compression != Ovpn.DataPlane.CompressionStub.None)
             {
                 reason = "client uses compression framing";
             }
