@@ -23,6 +23,13 @@ public sealed class ReliableLayer
     public const int MaxAcksStandalone = 8;
     public const int FastRetransmitAcks = 3;
 
+    /// <summary>Largest wire control packet OpenVPN sends by default (--tls-mtu / TLS_MTU_DEFAULT).</summary>
+    public const int DefaultMaxWirePacket = 1250;
+
+    /// <summary>Plain overhead of a ControlV1 packet carrying the maximum piggy-backed ACKs:
+    /// opcode + sid + n + 4 acks + peer sid + msg-id.</summary>
+    public const int ControlV1MaxPlainOverhead = 1 + 8 + 1 + 4 * MaxAcksPiggyBacked + 8 + 4;
+
     /// <summary>Bound on distinct ids waiting to be ACKed (duplicates of old ids could otherwise grow it).</summary>
     private const int MaxPendingAcks = 32;
 
@@ -54,6 +61,16 @@ public sealed class ReliableLayer
         _keyId = keyId;
         _initialTimeoutMs = initialTimeoutMs;
         MaxPayload = maxPayload;
+    }
+
+    /// <summary>
+    /// Largest payload per packet so that a wrapped ControlV1 (with up to 4 ACKs) stays within
+    /// <paramref name="maxWirePacket"/>; pass <c>ControlWrapper.Overhead</c> as the wrap overhead.
+    /// </summary>
+    public static int MaxPayloadFor(int wrapOverhead, int maxWirePacket = DefaultMaxWirePacket)
+    {
+        int n = maxWirePacket - wrapOverhead - ControlV1MaxPlainOverhead;
+        return n > 0 ? n : throw new ArgumentOutOfRangeException(nameof(maxWirePacket), "No room for payload");
     }
 
     /// <summary>Peer's session id; learnt from the first packet received if not set before.</summary>

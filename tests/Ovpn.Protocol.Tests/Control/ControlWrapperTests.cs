@@ -12,8 +12,13 @@ public class ControlWrapperTests
 
     private static ControlPacket Sample(uint msgId = 3) => new()
     {
-        Opcode = Opcode.ControlV1, KeyId = 1, SessionId = 0x0102030405060708, Acks = [1, 2], PeerSessionId = 0x1112131415161718,
-        MessageId = msgId, Payload = new byte[] { 0x16, 0x03, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5 },
+        Opcode = Opcode.ControlV1,
+        KeyId = 1,
+        SessionId = 0x0102030405060708,
+        Acks = [1, 2],
+        PeerSessionId = 0x1112131415161718,
+        MessageId = msgId,
+        Payload = new byte[] { 0x16, 0x03, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5 },
     };
 
     public static TheoryData<string> Pairs => new() { "none", "crypt", "auth-sha1", "auth-sha256-dir", "auth-sha512-bidir", "auth-sha384" };

@@ -9,6 +9,10 @@ namespace Ovpn.Protocol.Tests.Control;
 /// HARD_RESET_CLIENT_V2 packet and its retransmissions). WRAP was:
 /// TlsCrypt: <c>--tls-crypt ta.key</c>; TlsAuthSha256Dir1: <c>--tls-auth ta.key 1 --auth SHA256</c>;
 /// TlsAuthSha1Dir1: <c>--tls-auth ta.key 1</c>; TlsAuthSha512NoDir: <c>--tls-auth ta.key --auth SHA512</c>.
+/// Server replies: <c>openvpn --tls-server --dev null --proto udp --local 127.0.0.1 --lport PORT --dh none
+/// ... WRAP</c> (p2p TLS server, WRAP = <c>--tls-crypt ta.key</c> or <c>--tls-auth ta.key 0 --auth SHA256</c>);
+/// the first captured client reset of the matching mode was sent to it from a UDP socket and its
+/// HARD_RESET_SERVER_V2 reply recorded.
 /// The key is throwaway test material only.
 /// </summary>
 internal static class OpenVpnCaptures
@@ -64,4 +68,10 @@ b404913074a86b362e2bb0514692f5a1
         "3845eb5a505dc36cdd8057ae7d4fe5cd8a67125dd8bda77a118b8fe0fd223eed2e5abb97c598d58f89725ddf125d73c1b0ba0d794c67b28a6409fae1063ead33d5e879783863cb5ab8000000026b0a96110000000000",
         "3845eb5a505dc36cdd0f7090fc6a27d9830aa85d54da3c208125fd1a51d925a0c5c9207e826524023334299546479eb056477578f7394af76470e156530604206908a06caa6c6be608000000036b0a96110000000000",
     ];
+
+    public const string TlsCryptServerReply =
+        "4011ca4cff2b3baa15000000016b0a97690ae96a78f1f620374186c053761ef31883ab054cfd58d10c79fd4bc673c72549dc566cfe9f8ca21bd098ad410a164bea3d";
+
+    public const string TlsAuthSha256Dir0ServerReply =
+        "4004728d9ba8a0aac78f5d0c4c655df18c497e0c2c43d10f1e305ae9b4f2fe3259d1b1ee8612f9276b000000016b0a9770010000000051fec7eb1d46864a00000000";
 }

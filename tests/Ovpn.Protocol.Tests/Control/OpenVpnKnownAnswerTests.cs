@@ -130,4 +130,42 @@ public class OpenVpnKnownAnswerTests
         Assert.Equal(packets[0], Convert.ToHexStringLower(client.Wrap(p!, time)));
         Assert.Equal(packets[1], Convert.ToHexStringLower(client.Wrap(p!, time + 100)));
     }
+
+    [Theory]
+    [InlineData("crypt")]
+    [InlineData("auth256")]
+    public void ClientUnwrapsServerResetFromOpenVpn(string mode)
+    {
+        string reply = mode == "crypt" ? OpenVpnCaptures.TlsCryptServerReply : OpenVpnCaptures.TlsAuthSha256Dir0ServerReply;
+        string clientReset = mode == "crypt" ? OpenVpnCaptures.TlsCrypt[0] : OpenVpnCaptures.TlsAuthSha256Dir1[0];
+        var client = mode == "crypt"
+            ? ControlWrapper.CreateTlsCrypt(Key, isServer: false)
+            : ControlWrapper.CreateTlsAuth(Key, 1, HashAlgorithmName.SHA256);
+        var server = mode == "crypt"
+            ? ControlWrapper.CreateTlsCrypt(Key, isServer: true)
+            : ControlWrapper.CreateTlsAuth(Key, 0, HashAlgorithmName.SHA256);
+        Assert.True(server.TryUnwrap(Convert.FromHexString(clientReset), false, out var reset, out _));
+
+        byte[] wire = Convert.FromHexString(reply);
+        Assert.Equal(66, wire.Length);
+        Assert.True(client.TryUnwrap(wire, checkReplay: true, out var p, out var reason), reason.ToString());
+        Assert.Equal(Opcode.ControlHardResetServerV2, p!.Opcode);
+        Assert.Equal(0, p.KeyId);
+        Assert.Equal(0u, p.MessageId);
+        Assert.Equal([0u], p.Acks);
+        Assert.Equal(reset!.SessionId, p.PeerSessionId);
+        Assert.NotEqual(0UL, p.SessionId);
+        Assert.True(p.Payload.IsEmpty);
+        Assert.True(client.TryPeekReplayId(wire, out uint id, out _));
+        Assert.Equal(1u, id);
+
+        // The server-role wrapper must not accept its own direction, and re-wrapping with a
+        // server-side wrapper at the same timestamp reproduces openvpn's bytes exactly.
+        Assert.False(server.TryUnwrap(wire, false, out _, out _));
+        var fresh = mode == "crypt"
+            ? ControlWrapper.CreateTlsCrypt(Key, isServer: true)
+            : ControlWrapper.CreateTlsAuth(Key, 0, HashAlgorithmName.SHA256);
+        Assert.True(client.TryPeekReplayId(wire, out _, out uint time));
+        Assert.Equal(reply, Convert.ToHexStringLower(fresh.Wrap(p, time)));
+    }
 }

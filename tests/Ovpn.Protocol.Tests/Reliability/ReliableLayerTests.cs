@@ -233,4 +233,24 @@ public class ReliableLayerTests
         other.SessionId = 0x5555;
         Assert.False(r.OnReceived(other, 0));
     }
+
+    [Fact]
+    public void MaxPayloadForKeepsWrappedPacketsWithinLimit()
+    {
+        var key = Ovpn.Protocol.Control.StaticKey.Generate();
+        var wrap = Ovpn.Protocol.Control.ControlWrapper.CreateTlsAuth(key, 0, System.Security.Cryptography.HashAlgorithmName.SHA512);
+        int max = ReliableLayer.MaxPayloadFor(wrap.Overhead);
+        var r = new ReliableLayer(SidA, 0, maxPayload: max);
+        for (uint id = 0; id < 6; id++)
+        {
+            r.OnReceived(FromPeer(id), 0); // so outgoing packets carry 4 acks
+        }
+
+        r.QueueSplit(Opcode.ControlV1, new byte[max * 2 + 1]);
+        var pkts = Drain(r, 0);
+        Assert.Equal(1250, wrap.Wrap(pkts[0], 1).Length);
+        Assert.Equal(4, pkts[0].Acks.Length);
+        Assert.All(pkts, p => Assert.True(wrap.Wrap(p, 1).Length <= 1250));
+        Assert.True(new ReliableLayer(SidA, 0).MaxPayload <= max); // the default 1100 fits every wrap mode
+    }
 }

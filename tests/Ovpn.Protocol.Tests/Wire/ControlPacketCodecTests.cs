@@ -32,7 +32,11 @@ public class ControlPacketCodecTests
     {
         var reset = new ControlPacket
         {
-            Opcode = Opcode.ControlHardResetServerV2, SessionId = 0xAA, Acks = [0], PeerSessionId = 0xBB, MessageId = 0,
+            Opcode = Opcode.ControlHardResetServerV2,
+            SessionId = 0xAA,
+            Acks = [0],
+            PeerSessionId = 0xBB,
+            MessageId = 0,
         };
         Assert.Equal(26, ControlPacketCodec.GetEncodedLength(reset));
         var buf = new byte[26];
