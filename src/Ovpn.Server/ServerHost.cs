@@ -33,7 +33,7 @@ public sealed record ListenOptions
 /// Composition of one server instance: TUN device, UDP and TCP listeners, the data plane and the
 /// control plane's session manager. Start/Stop are not thread-safe; the running parts are.
 /// </summary>
-public sealed class ServerHost : IAsyncDisposable
+public sealed partial class ServerHost : IAsyncDisposable
 {
     private readonly ListenOptions _listen;
     private readonly SessionManager _sessions;

@@ -637,6 +637,12 @@ public sealed class ServerSession
             opts.Add("protocol-flags cc-exit");
         }
 
+        if (!Link.IsTcp)
+        {
+            // Ask UDP clients to say goodbye (EXIT / OCC_EXIT) so their session ends at once.
+            opts.Add("explicit-exit-notify 1");
+        }
+
         if (pi.IvMtu is not null)
         {
             opts.Add($"tun-mtu {_o.TunMtu}");
