@@ -40,7 +40,7 @@ public static class CipherNegotiation
 
         foreach (var c in serverCiphers)
         {
-            if (peer.Contains(c) || occCipher == c)
+            if (Contains(peer, c) || occCipher == c)
             {
                 chosen = c;
                 failureReason = "";
@@ -58,6 +58,68 @@ public static class CipherNegotiation
 
         chosen = default;
         failureReason = NoSharedCipherReason;
+        return false;
+    }
+
+    /// <summary>
+    /// Client side (2.6 <c>check_pull_client_ncp</c>/<c>check_session_cipher</c>): a pushed
+    /// `cipher` must be in the client's own list; without a push, the server's OCC `cipher` is
+    /// used if the client allows it, then the fallback. Unparseable pushed names (BF-CBC, ...)
+    /// fail with a reason naming them.
+    /// </summary>
+    public static bool TryAcceptPushed(IReadOnlyList<DataCipher> clientCiphers, string? pushedCipher, string? serverOptionsString,
+        DataCipher? fallback, out DataCipher chosen, out string failureReason)
+    {
+        ArgumentNullException.ThrowIfNull(clientCiphers);
+        chosen = default;
+        if (!string.IsNullOrWhiteSpace(pushedCipher))
+        {
+            if (!DataCipherNames.TryParse(pushedCipher, out var pc))
+            {
+                failureReason = $"server requires cipher {pushedCipher.Trim()}; not supported";
+                return false;
+            }
+
+            if (!Contains(clientCiphers, pc))
+            {
+                failureReason = $"negotiated cipher not allowed - {DataCipherNames.ToName(pc)} not in data-ciphers";
+                return false;
+            }
+
+            chosen = pc;
+            failureReason = "";
+            return true;
+        }
+
+        var occ = serverOptionsString is null ? null : OptionsString.GetField(serverOptionsString, "cipher");
+        if (occ is not null && DataCipherNames.TryParse(occ, out var oc) && Contains(clientCiphers, oc))
+        {
+            chosen = oc;
+            failureReason = "";
+            return true;
+        }
+
+        if (fallback is { } fb)
+        {
+            chosen = fb;
+            failureReason = "";
+            return true;
+        }
+
+        failureReason = "server did not push a cipher and no usable fallback exists";
+        return false;
+    }
+
+    private static bool Contains(IReadOnlyList<DataCipher> list, DataCipher c)
+    {
+        for (int i = 0; i < list.Count; i++)
+        {
+            if (list[i] == c)
+            {
+                return true;
+            }
+        }
+
         return false;
     }
 }

@@ -14,8 +14,11 @@ public static class OptionsString
     public const int MaxLength = 512;
 
     /// <summary>
-    /// Builds the string a 2.6 peer with the given settings sends, e.g. the defaults give
-    /// <c>V4,dev-type tun,link-mtu 1549,tun-mtu 1500,proto UDPv4,auth [null-digest],keysize 256,key-method 2,tls-server</c>.
+    /// Builds the string a 2.6 peer with the given settings sends. The defaults reproduce what a
+    /// default OpenVPN 2.6.14 UDP server (no --cipher, default data-ciphers) actually sent in a
+    /// verb-7 capture: <c>V4,dev-type tun,link-mtu 1541,tun-mtu 1500,proto UDPv4,auth SHA1,keysize 128,key-method 2,tls-server</c>
+    /// (cipher unset = BF-CBC placeholder: no `cipher` field, auth SHA1, keysize 128). A server
+    /// whose --cipher is an AEAD sends e.g. <c>auth [null-digest],keysize 256</c> instead.
     /// </summary>
     /// <param name="linkMtu">Legacy computed link-mtu; informational only (peers at most warn).</param>
     /// <param name="tcp">TCPv4_SERVER (server) / TCPv4_CLIENT (client) instead of UDPv4.</param>
@@ -25,8 +28,8 @@ public static class OptionsString
     /// <param name="authDigest">`[null-digest]` when the data cipher is AEAD, else the --auth digest.</param>
     /// <param name="keySizeBits">Cipher key bits.</param>
     /// <param name="tlsAuth">Emit `tls-auth` (not for tls-crypt).</param>
-    public static string Build(bool isServer, int tunMtu = 1500, int linkMtu = 1549, bool tcp = false, bool compLzo = false,
-        int? keyDirection = null, string? cipherName = null, string authDigest = "[null-digest]", int keySizeBits = 256,
+    public static string Build(bool isServer, int tunMtu = 1500, int linkMtu = 1541, bool tcp = false, bool compLzo = false,
+        int? keyDirection = null, string? cipherName = null, string authDigest = "SHA1", int keySizeBits = 128,
         bool tlsAuth = false)
     {
         var sb = new StringBuilder("V4,dev-type tun");
@@ -61,8 +64,8 @@ public static class OptionsString
     }
 
     /// <summary>Server variant of <see cref="Build"/>.</summary>
-    public static string ForServer(int tunMtu = 1500, int linkMtu = 1549, bool tcp = false, bool compLzo = false,
-        int? keyDirection = null, string? cipherName = null, string authDigest = "[null-digest]", int keySizeBits = 256,
+    public static string ForServer(int tunMtu = 1500, int linkMtu = 1541, bool tcp = false, bool compLzo = false,
+        int? keyDirection = null, string? cipherName = null, string authDigest = "SHA1", int keySizeBits = 128,
         bool tlsAuth = false) =>
         Build(true, tunMtu, linkMtu, tcp, compLzo, keyDirection, cipherName, authDigest, keySizeBits, tlsAuth);
 

@@ -91,4 +91,23 @@ public class CipherNegotiationTests
         var pi = PeerInfo.Parse(PeerInfoTests.Client26);
         Assert.False(CipherNegotiation.TrySelect([], pi, null, null, out _, out _));
     }
+
+    [Fact]
+    public void Client_accepts_pushed_cipher_only_from_own_list()
+    {
+        DataCipher[] mine = [DataCipher.Aes256Gcm, DataCipher.ChaCha20Poly1305];
+        Assert.True(CipherNegotiation.TryAcceptPushed(mine, "AES-256-GCM", null, null, out var c, out _));
+        Assert.Equal(DataCipher.Aes256Gcm, c);
+        Assert.False(CipherNegotiation.TryAcceptPushed(mine, "AES-128-GCM", null, null, out _, out var r1));
+        Assert.Contains("not allowed", r1);
+        Assert.False(CipherNegotiation.TryAcceptPushed(mine, "BF-CBC", null, null, out _, out var r2));
+        Assert.Contains("BF-CBC", r2);
+
+        // No push: server OCC cipher if allowed, else fallback, else fail.
+        Assert.True(CipherNegotiation.TryAcceptPushed(mine, null, "V4,cipher CHACHA20-POLY1305,auth [null-digest]", null, out c, out _));
+        Assert.Equal(DataCipher.ChaCha20Poly1305, c);
+        Assert.True(CipherNegotiation.TryAcceptPushed(mine, null, "V4,auth SHA1", DataCipher.Aes256Gcm, out c, out _));
+        Assert.Equal(DataCipher.Aes256Gcm, c);
+        Assert.False(CipherNegotiation.TryAcceptPushed(mine, null, "V4,cipher AES-128-GCM", null, out _, out _));
+    }
 }

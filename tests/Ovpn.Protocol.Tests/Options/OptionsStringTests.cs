@@ -5,11 +5,25 @@ namespace Ovpn.Protocol.Tests.Options;
 
 public class OptionsStringTests
 {
+    // Captured 2026-11-28 from OpenVPN 2.6.14 (Debian) at --verb 7, "Local Options String":
+    // `openvpn --mode server --tls-server --dev tun --proto udp --server 10.77.0.0 255.255.255.0
+    //  --topology subnet --keepalive 10 60 --dh none ...` and a default `--client` peer.
+    private const string Real26Server = "V4,dev-type tun,link-mtu 1541,tun-mtu 1500,proto UDPv4,auth SHA1,keysize 128,key-method 2,tls-server";
+    private const string Real26Client = "V4,dev-type tun,link-mtu 1541,tun-mtu 1500,proto UDPv4,auth SHA1,keysize 128,key-method 2,tls-client";
+
     [Fact]
-    public void Default_server_string()
+    public void Default_strings_match_real_openvpn_26()
+    {
+        Assert.Equal(Real26Server, OptionsString.ForServer());
+        Assert.Equal(Real26Client, OptionsString.Build(isServer: false));
+        Assert.Null(OptionsString.GetField(Real26Client, "cipher"));
+    }
+
+    [Fact]
+    public void Aead_cipher_server_string()
     {
         Assert.Equal("V4,dev-type tun,link-mtu 1549,tun-mtu 1500,proto UDPv4,auth [null-digest],keysize 256,key-method 2,tls-server",
-            OptionsString.ForServer());
+            OptionsString.ForServer(linkMtu: 1549, authDigest: "[null-digest]", keySizeBits: 256));
     }
 
     [Fact]
@@ -36,5 +50,6 @@ public class OptionsStringTests
         Assert.True(OptionsString.HasField(c, "tls-client"));
         Assert.Null(OptionsString.GetField(null, "cipher"));
         Assert.Null(OptionsString.GetField(OptionsString.ForServer(), "cipher"));
+        Assert.Equal("SHA1", OptionsString.GetField(OptionsString.ForServer(), "auth"));
     }
 }

