@@ -159,6 +159,10 @@ public sealed class TunDeviceTests
             q1 = q0.OpenQueue();
             Assert.Equal(q0.Name, q1.Name);
             Assert.Equal(q0.Index, q1.Index);
+            // The queue was opened from this (host-namespace) thread; it must still attach inside
+            // the test namespace and not create a twin device in the host namespace.
+            Assert.False(Directory.Exists("/sys/class/net/tunmq0"), "OpenQueue created a device in the host namespace");
+            Assert.Equal(0, ns.Exec("ip", "link", "show", "tunmq0").ExitCode);
             q0.Dispose();
             // One queue still open: the interface must still exist and be configurable.
             Assert.Equal(0, ns.Exec("ip", "link", "show", "tunmq0").ExitCode);

@@ -98,10 +98,10 @@ public sealed partial class NetNs : IDisposable, IAsyncDisposable
     /// Starts a long-running process inside the namespace in its own process group. It is killed
     /// when the handle or this namespace is disposed.
     /// </summary>
-    public NetNsProcess Start(string cmd, params string[] args) => Start(null, cmd, args);
+    public NetNsProcess Start(string cmd, params string[] args) => StartIn(null, cmd, args);
 
-    /// <summary>Start with a working directory.</summary>
-    public NetNsProcess Start(string? workingDirectory, string cmd, params string[] args)
+    /// <summary><see cref="Start"/> with a working directory (null: inherit ours).</summary>
+    public NetNsProcess StartIn(string? workingDirectory, string cmd, params string[] args)
     {
         ThrowIfDisposed();
         // setsid makes the child a session and process-group leader (it does not fork, because a

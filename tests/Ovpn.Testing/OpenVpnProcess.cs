@@ -57,7 +57,7 @@ public sealed partial class OpenVpnProcess : IDisposable, IAsyncDisposable
                 }
             }
             string[] args = ["--cd", dir, "--config", "openvpn.conf", "--verb", verb.ToString(System.Globalization.CultureInfo.InvariantCulture), .. extraArgs];
-            var p = ns.Start(dir, Requirements.OpenVpnPath, args);
+            var p = ns.StartIn(dir, Requirements.OpenVpnPath, args);
             return new OpenVpnProcess(dir, p);
         }
         catch
