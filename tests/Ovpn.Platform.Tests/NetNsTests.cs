@@ -125,10 +125,28 @@ public sealed class NetNsTests
             await p.WaitForLineAsync(new Regex("^stderr: oops$"), TimeSpan.FromSeconds(10));
             Assert.True(Directory.Exists($"/proc/{childPid}"));
             await Assert.ThrowsAsync<TimeoutException>(() => p.WaitForLineAsync(new Regex("never"), TimeSpan.FromMilliseconds(200)));
-            // Namespace dispose (not the handle) must kill the grandchild too.
+            // Disposing the handle alone (namespace still there) must kill the grandchild too:
+            // that only works if the process really leads its own process group.
+            p.Dispose();
+            await WaitUntilAsync(() => !IsAlive(childPid), TimeSpan.FromSeconds(5));
+            Assert.False(IsAlive(childPid), $"sleep child {childPid} survived the handle's Dispose");
+
+            // And a process left running is killed by the namespace's Dispose.
+            var q = ns.Start("sh", "-c", "sleep 300 & echo child=$!; wait");
+            line = await q.WaitForLineAsync(new Regex(@"^child=\d+$"), TimeSpan.FromSeconds(10));
+            childPid = int.Parse(line.AsSpan(6), System.Globalization.CultureInfo.InvariantCulture);
         }
         await WaitUntilAsync(() => !IsAlive(childPid), TimeSpan.FromSeconds(5));
-        Assert.False(IsAlive(childPid), $"sleep child {childPid} survived");
+        Assert.False(IsAlive(childPid), $"sleep child {childPid} survived the namespace's Dispose");
+    }
+
+    [RequiresFact(Requirement.Root, Requirement.Tun, Requirement.OpenVpn)]
+    public void Requirements_ReportNothingMissing_WhenAllPresent()
+    {
+        Assert.Null(Requirements.Missing(Requirement.Root, Requirement.Tun, Requirement.OpenVpn));
+        Assert.Null(Requirements.SkipReason(Requirement.Root));
+        Requirements.RequireOrFail(Requirement.Root, Requirement.Tun, Requirement.OpenVpn);
+        Assert.NotNull(Requirements.OpenVpnVersion);
     }
 
     [RequiresFact(Requirement.Root)]
