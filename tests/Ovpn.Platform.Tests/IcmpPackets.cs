@@ -31,6 +31,26 @@ internal static class IcmpPackets
         return r;
     }
 
+    /// <summary>IPv4 ICMP echo request with id/seq and a 32-byte payload (RFC 791/792 layouts).</summary>
+    public static byte[] MakeEchoRequest(IPAddress src, IPAddress dst, ushort id, ushort seq)
+    {
+        byte[] p = new byte[20 + 8 + 32];
+        p[0] = 0x45;
+        BinaryPrimitives.WriteUInt16BigEndian(p.AsSpan(2), (ushort)p.Length);
+        p[8] = 64;
+        p[9] = ProtoIcmp;
+        src.GetAddressBytes().CopyTo(p, 12);
+        dst.GetAddressBytes().CopyTo(p, 16);
+        BinaryPrimitives.WriteUInt16BigEndian(p.AsSpan(10), Checksum(p.AsSpan(0, 20)));
+        p[20] = 8;
+        BinaryPrimitives.WriteUInt16BigEndian(p.AsSpan(24), id);
+        BinaryPrimitives.WriteUInt16BigEndian(p.AsSpan(26), seq);
+        for (int i = 0; i < 32; i++)
+            p[28 + i] = (byte)(seq + i);
+        BinaryPrimitives.WriteUInt16BigEndian(p.AsSpan(22), Checksum(p.AsSpan(20)));
+        return p;
+    }
+
     /// <summary>Internet checksum (one's complement of the one's-complement sum).</summary>
     public static ushort Checksum(ReadOnlySpan<byte> data)
     {

@@ -220,4 +220,46 @@ public sealed class TunDeviceTests
         Assert.True(seen);
         ping.Dispose();
     }
+
+    [RequiresFact(Requirement.Root, Requirement.Tun)]
+    public async Task ConcurrentReadAndWrite_KernelAnswersInjectedEchoRequests()
+    {
+        Requirements.RequireOrFail(Requirement.Root, Requirement.Tun);
+        using var ns = new NetNs();
+        using var tun = CreateConfiguredTun(ns, "tunrw0");
+        const int count = 50;
+        const ushort id = 0x4242;
+        // Reader thread: collect the kernel's echo replies to our injected requests.
+        var reader = Task.Factory.StartNew(() =>
+        {
+            var seqs = new HashSet<int>();
+            byte[] buf = new byte[2000];
+            var sw = Stopwatch.StartNew();
+            while (seqs.Count < count && sw.Elapsed < TimeSpan.FromSeconds(10))
+            {
+                int n = tun.Read(buf);
+                var p = buf.AsSpan(0, n);
+                if (n >= 28 && (p[0] >> 4) == 4 && p[9] == 1 && p[20] == 0
+                    && System.Buffers.Binary.BinaryPrimitives.ReadUInt16BigEndian(p.Slice(24)) == id
+                    && p.Slice(16, 4).SequenceEqual(PeerAddr.GetAddressBytes()))
+                {
+                    int seq = System.Buffers.Binary.BinaryPrimitives.ReadUInt16BigEndian(p.Slice(26));
+                    Assert.Equal((byte)(seq + 5), p[28 + 5]); // payload echoed back unchanged
+                    seqs.Add(seq);
+                }
+            }
+            return seqs.Count;
+        }, TaskCreationOptions.LongRunning);
+        // Writer thread (concurrently): inject requests from the "peer" 10.99.0.2 to 10.99.0.1.
+        var writer = Task.Factory.StartNew(() =>
+        {
+            for (ushort seq = 1; seq <= count; seq++)
+            {
+                byte[] req = IcmpPackets.MakeEchoRequest(PeerAddr, TunAddr, id, seq);
+                Assert.Equal(req.Length, tun.Write(req));
+            }
+        }, TaskCreationOptions.LongRunning);
+        await writer.WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.Equal(count, await reader.WaitAsync(TimeSpan.FromSeconds(15)));
+    }
 }

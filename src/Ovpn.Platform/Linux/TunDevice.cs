@@ -237,6 +237,8 @@ public sealed unsafe class TunDevice : IDisposable
     public ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
     {
         ThrowIfDisposed();
+        if (buffer.IsEmpty)
+            throw new ArgumentException("Empty buffer.", nameof(buffer));
         if (cancellationToken.IsCancellationRequested)
             return ValueTask.FromCanceled<int>(cancellationToken);
         int n = TryReadNonBlocking(buffer.Span);
