@@ -44,6 +44,7 @@ internal sealed unsafe class RtNetlink
     private const int ReplyTimeoutMs = 5000;
 
     private readonly SafeFd _fd;
+    private readonly SafeFd _netns;
     private readonly Lock _lock = new();
     private uint _seq = (uint)Environment.TickCount;
     private int _refs = 1;
@@ -54,6 +55,16 @@ internal sealed unsafe class RtNetlink
         if (fd < 0)
             throw PlatformException.FromLastError("socket(AF_NETLINK, NETLINK_ROUTE)");
         _fd = new SafeFd(fd);
+        // Also pin the creating thread's network namespace: a TUN fd belongs to the namespace of
+        // the thread that open()s /dev/net/tun, so extra queues must be opened from there.
+        int nsfd = Libc.Open("/proc/thread-self/ns/net", Libc.O_RDONLY | Libc.O_CLOEXEC);
+        if (nsfd < 0)
+        {
+            var ex = PlatformException.FromLastError("open(/proc/thread-self/ns/net)");
+            _fd.Dispose();
+            throw ex;
+        }
+        _netns = new SafeFd(nsfd);
         // sockaddr_nl { sa_family_t nl_family; unsigned short pad; u32 pid; u32 groups } with
         // pid 0: let the kernel assign the port id.
         byte* sa = stackalloc byte[12];
@@ -63,6 +74,7 @@ internal sealed unsafe class RtNetlink
         {
             var ex = PlatformException.FromLastError("bind(AF_NETLINK)");
             _fd.Dispose();
+            _netns.Dispose();
             throw ex;
         }
     }
@@ -72,7 +84,45 @@ internal sealed unsafe class RtNetlink
     public void Release()
     {
         if (Interlocked.Decrement(ref _refs) == 0)
+        {
             _fd.Dispose();
+            _netns.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// Runs <paramref name="func"/> on a short-lived thread that has entered the network
+    /// namespace this socket belongs to (the calling thread is not touched).
+    /// </summary>
+    public T RunInNamespace<T>(Func<T> func)
+    {
+        T result = default!;
+        System.Runtime.ExceptionServices.ExceptionDispatchInfo? error = null;
+        var thread = new Thread(() =>
+        {
+            bool added = false;
+            try
+            {
+                _netns.DangerousAddRef(ref added);
+                if (Libc.SetNs(_netns.Fd, Libc.CLONE_NEWNET) != 0)
+                    throw PlatformException.FromLastError("setns(device namespace, CLONE_NEWNET)");
+                result = func();
+            }
+            catch (Exception e)
+            {
+                error = System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(e);
+            }
+            finally
+            {
+                if (added)
+                    _netns.DangerousRelease();
+            }
+        })
+        { IsBackground = true, Name = "rtnetlink netns" };
+        thread.Start();
+        thread.Join();
+        error?.Throw();
+        return result;
     }
 
     /// <summary>RTM_GETLINK by name. Returns (ifindex, mtu).</summary>

@@ -106,7 +106,9 @@ public sealed unsafe class TunDevice : IDisposable
         _netlink.AddRef();
         try
         {
-            return Open(Name, multiQueue: true, _netlink);
+            // Open from the device's namespace: otherwise TUNSETIFF would look the name up in the
+            // caller's namespace and silently create a second, unrelated device there.
+            return _netlink.RunInNamespace(() => Open(Name, multiQueue: true, _netlink));
         }
         catch
         {
@@ -235,6 +237,8 @@ public sealed unsafe class TunDevice : IDisposable
     public ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
     {
         ThrowIfDisposed();
+        if (buffer.IsEmpty)
+            throw new ArgumentException("Empty buffer.", nameof(buffer));
         if (cancellationToken.IsCancellationRequested)
             return ValueTask.FromCanceled<int>(cancellationToken);
         int n = TryReadNonBlocking(buffer.Span);
