@@ -1,8 +1,6 @@
 // SPDX-License-Identifier: MIT
-using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
-using System.Text;
 
 namespace Ovpn.Cli.Tests;
 
@@ -14,7 +12,6 @@ namespace Ovpn.Cli.Tests;
 /// </summary>
 public sealed class OpenVpnProfileTests : IDisposable
 {
-    private const string OpenVpn = "/usr/sbin/openvpn";
     private readonly CliHarness _cli = new();
 
     public void Dispose() => _cli.Dispose();
@@ -25,7 +22,6 @@ public sealed class OpenVpnProfileTests : IDisposable
     [InlineData("none", "UDPv4 link remote")]
     public async Task OpenVpnAcceptsProfileAndStartsTls(string tlsMode, string expectedLog)
     {
-        Assert.True(File.Exists(OpenVpn), "openvpn 2.6 is required at " + OpenVpn);
         using var udp = new UdpClient(new IPEndPoint(IPAddress.Loopback, 0));
         var port = ((IPEndPoint)udp.Client.LocalEndPoint!).Port;
 
@@ -37,18 +33,9 @@ public sealed class OpenVpnProfileTests : IDisposable
         var profile = Path.Combine(_cli.DataDir, "alice.ovpn");
         _cli.RunOk("profile", "alice", "--out", profile);
 
-        var psi = new ProcessStartInfo(OpenVpn) { RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var a in new[] { "--config", profile, "--verb", "4", "--dev", "null", "--ifconfig-noexec", "--route-noexec" })
-            psi.ArgumentList.Add(a);
-        var log = new StringBuilder();
-        using var p = new Process { StartInfo = psi };
-        p.OutputDataReceived += (_, e) => { if (e.Data is not null) lock (log) log.AppendLine(e.Data); };
-        p.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (log) log.AppendLine(e.Data); };
-        Assert.True(p.Start());
-        p.BeginOutputReadLine();
-        p.BeginErrorReadLine();
         byte[] first;
-        try
+        string text;
+        using (var client = new OpenVpnProcess("--config", profile, "--verb", "4", "--dev", "null", "--ifconfig-noexec", "--route-noexec"))
         {
             using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(15));
             try
@@ -57,20 +44,11 @@ public sealed class OpenVpnProfileTests : IDisposable
             }
             catch (OperationCanceledException)
             {
-                lock (log)
-                    Assert.Fail("openvpn sent no packet within 15 s:\n" + log);
+                Assert.Fail("openvpn sent no packet within 15 s:\n" + client.Log);
                 throw;
             }
+            text = client.Log;
         }
-        finally
-        {
-            if (!p.HasExited)
-                p.Kill(entireProcessTree: true);
-            p.WaitForExit(10_000);
-        }
-        string text;
-        lock (log)
-            text = log.ToString();
 
         // Opcode in the top 5 bits: P_CONTROL_HARD_RESET_CLIENT_V2 (7) or _V3 (10).
         Assert.True((first[0] >> 3) is 7 or 10, $"unexpected first opcode {first[0] >> 3}\n{text}");
