@@ -23,10 +23,20 @@ public static class Program
     /// <summary>Runs the command line with explicit output writers (used by tests).</summary>
     public static int Run(string[] args, TextWriter stdout, TextWriter stderr)
     {
-        var cli = new Cli(stdout, stderr);
-        var root = cli.BuildRoot();
-        var parse = root.Parse(args);
-        return parse.Invoke(new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false });
+        try
+        {
+            var cli = new Cli(stdout, stderr);
+            var root = cli.BuildRoot();
+            // No "@file" response files: a value such as a password may legitimately start with '@'.
+            var parse = root.Parse(args, new ParserConfiguration { ResponseFileTokenReplacer = null });
+            return parse.Invoke(new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false });
+        }
+        catch (Exception ex)
+        {
+            // Actions catch their own errors; this is the last line for failures in the parser itself.
+            stderr.WriteLine($"ovpnas: {ex.Message} ({ex.GetType().Name})");
+            return ExitRuntime;
+        }
     }
 }
 

@@ -257,3 +257,38 @@ public sealed class CliTests : IDisposable
         return text[a..b];
     }
 }
+
+public sealed class CliValueEdgeCaseTests : IDisposable
+{
+    private readonly CliHarness _cli = new();
+
+    public void Dispose() => _cli.Dispose();
+
+    [Fact]
+    public void NegativeNumberValueIsAValidationErrorNamingTheKey()
+    {
+        _cli.RunOk("init", "--hostname", "vpn.example.org");
+        var r = _cli.Run("sacli", "-k", "vpn.server.reneg_sec", "-v", "-5", "ConfigPut");
+        Assert.Equal(1, r.ExitCode);
+        Assert.Contains("vpn.server.reneg_sec", r.Stderr);
+        Assert.Contains("'-5'", r.Stderr);
+    }
+
+    [Fact]
+    public void ValuesStartingWithAtAreNotResponseFiles()
+    {
+        _cli.RunOk("init", "--hostname", "vpn.example.org");
+        _cli.RunOk("sacli", "-u", "dan", "--new_pass", "@notafile", "SetLocalPassword");
+        Assert.True(Ovpn.ControlPlane.Users.UserStore.Open(_cli.DataDir).VerifyPassword("dan", "@notafile"));
+    }
+
+    [Fact]
+    public void ConfigTextWithSpacesAndNewlinesRoundTrips()
+    {
+        _cli.RunOk("init", "--hostname", "vpn.example.org");
+        _cli.RunOk("sacli", "-k", "vpn.server.config_text", "-v", "push \"route 10.0.0.0 255.0.0.0\"\nmute 3", "ConfigPut");
+        var json = System.Text.Json.JsonSerializer.Deserialize<Dictionary<string, string>>(
+            _cli.RunOk("sacli", "ConfigQuery", "--pfilt", "vpn.server.config_text").Stdout)!;
+        Assert.Equal("push \"route 10.0.0.0 255.0.0.0\"\nmute 3", json["vpn.server.config_text"]);
+    }
+}
