@@ -40,7 +40,8 @@ public sealed class CertificateAuthority
         _caCert = caCert;
     }
 
-    public X509Certificate2 CaCertificate => _caCert;
+    /// <summary>The CA certificate (public part). Each call returns a new instance the caller owns.</summary>
+    public X509Certificate2 CaCertificate => X509CertificateLoader.LoadCertificate(_caCert.RawData);
     public string CaCertificatePem => ReadFile("ca.crt");
     public string ServerCertificatePem => ReadFile("server.crt");
     /// <summary>The tls-crypt / tls-auth static key in OpenVPN text form. Key material: never log it.</summary>
@@ -120,6 +121,14 @@ public sealed class CertificateAuthority
     /// <summary>Issues a client certificate (CN = user, EKU clientAuth) and records it.</summary>
     public IssuedCertificate IssueClientCertificate(string user)
     {
+        var now = DateTimeOffset.UtcNow;
+        return IssueClientCertificate(user, now - Backdate, now + LeafLifetime, record: true);
+    }
+
+    /// <summary>Issue with explicit validity; <paramref name="record"/>=false leaves the serial unknown (tests).</summary>
+    internal IssuedCertificate IssueClientCertificate(string user, DateTimeOffset notBefore, DateTimeOffset notAfter, bool record)
+    {
+        UserNameCheck(user);
         using var caWithKey = X509Certificate2.CreateFromPem(ReadFile("ca.crt"), ReadFile("ca.key"));
         using var key = RSA.Create(2048);
         var dn = new X500DistinguishedNameBuilder();
@@ -130,13 +139,15 @@ public sealed class CertificateAuthority
         req.CertificateExtensions.Add(new X509EnhancedKeyUsageExtension([new Oid(ClientAuthOid)], false));
         req.CertificateExtensions.Add(new X509SubjectKeyIdentifierExtension(req.PublicKey, false));
         req.CertificateExtensions.Add(X509AuthorityKeyIdentifierExtension.CreateFromCertificate(caWithKey, true, false));
-        var now = DateTimeOffset.UtcNow;
-        using var cert = req.Create(caWithKey, now - Backdate, Min(now + LeafLifetime, caWithKey.NotAfter), NewSerial());
+        using var cert = req.Create(caWithKey, notBefore, Min(notAfter, caWithKey.NotAfter), NewSerial());
         var keyPem = key.ExportPkcs8PrivateKeyPem();
-        using var c = _db.OpenConnection();
-        using var tx = c.BeginTransaction();
-        InsertCert(c, tx, cert, user, "client", keyPem);
-        tx.Commit();
+        if (record)
+        {
+            using var c = _db.OpenConnection();
+            using var tx = c.BeginTransaction();
+            InsertCert(c, tx, cert, user, "client", keyPem);
+            tx.Commit();
+        }
         return new IssuedCertificate(cert.SerialNumber, user, "client", cert.ExportCertificatePem(), keyPem, cert.NotAfter, false);
     }
 
@@ -261,6 +272,12 @@ public sealed class CertificateAuthority
         var s = RandomNumberGenerator.GetBytes(16);
         s[0] = (byte)((s[0] & 0x7F) | 0x01);
         return s;
+    }
+
+    private static void UserNameCheck(string user)
+    {
+        if (string.IsNullOrEmpty(user) || user.Length > 64)
+            throw new AdminException($"invalid certificate common name '{user}'");
     }
 
     private static DateTimeOffset Min(DateTimeOffset a, DateTimeOffset b) => a < b ? a : b;
