@@ -147,6 +147,9 @@ public sealed class OffloadDataPlane : IDataPlane
 
     public IReadOnlyDictionary<string, long> GlobalDrops => Snapshot(_globalDrops);
 
+    /// <summary>The last unexpected exception a worker caught (diagnostics; null if none).</summary>
+    public string? LastWorkerError { get; private set; }
+
     /// <summary>Starts the reader threads, the workers and the keepalive timer.</summary>
     public void Start()
     {
@@ -389,7 +392,7 @@ public sealed class OffloadDataPlane : IDataPlane
         b.Length = packet.Length;
         if (link is UdpLinkTransport udp)
         {
-            CopyAddress(udp.Address, b.Address);
+            b.SetAddress(udp.Address);
         }
         else
         {
@@ -520,40 +523,29 @@ public sealed class OffloadDataPlane : IDataPlane
         _pool.Return(b);
     }
 
-    /// <summary>TUN reader stage: one thread per TUN queue.</summary>
+    /// <summary>TUN reader stage: one thread per TUN queue. When buffers or the worker queue run out
+    /// it waits instead of reading on: the kernel's TUN queue then fills and drops, which is the
+    /// cheapest place to shed load (TCP inside the tunnel sees it as congestion).</summary>
     private void RunTunReader(int queueIndex)
     {
         var tun = _tunQueues[queueIndex];
-        byte[]? sink = null;
         while (!_stopping)
         {
-            var b = _pool.Rent();
+            var b = RentWaiting();
+            if (b is null)
+            {
+                return;
+            }
+
             int n;
             try
             {
-                if (b is null)
-                {
-                    // No buffer: still drain the TUN queue so the kernel does not stall, and count the loss.
-                    sink ??= new byte[_o.BufferSize];
-                    n = tun.Read(sink);
-                    if (n > 0)
-                    {
-                        CountGlobal(OffloadDropReason.NoBuffer);
-                    }
-
-                    continue;
-                }
-
                 n = tun.Read(b.Array.AsSpan(PacketBuffer.Headroom));
             }
             catch (Exception e) when (_stopping || e is ObjectDisposedException)
             {
                 // The TUN queue was closed (shutdown): this reader is done.
-                if (b is not null)
-                {
-                    _pool.Return(b);
-                }
-
+                _pool.Return(b);
                 return;
             }
 
@@ -588,8 +580,37 @@ public sealed class OffloadDataPlane : IDataPlane
             }
 
             b.VpnPayload = true;
-            Dispatch(peer, b, peer.TxWorker, PacketWork.Seal);
+            b.Peer = peer;
+            b.Work = PacketWork.Seal;
+            var spin = new SpinWait();
+            while (!peer.TxWorker.Queue.TryEnqueue(b))
+            {
+                if (_stopping)
+                {
+                    _pool.Return(b);
+                    return;
+                }
+
+                spin.SpinOnce(sleep1Threshold: 20);
+            }
         }
+    }
+
+    /// <summary>Rents a buffer, waiting while all are in flight; null once stopping.</summary>
+    private PacketBuffer? RentWaiting()
+    {
+        var spin = new SpinWait();
+        while (!_stopping)
+        {
+            if (_pool.Rent() is { } b)
+            {
+                return b;
+            }
+
+            spin.SpinOnce(sleep1Threshold: 20);
+        }
+
+        return null;
     }
 
     // ------------------------------------------------------------------ timers
@@ -651,12 +672,6 @@ public sealed class OffloadDataPlane : IDataPlane
     // ------------------------------------------------------------------ worker stages
 
     private void CountGlobal(OffloadDropReason r) => Interlocked.Increment(ref _globalDrops[(int)r]);
-
-    private static void CopyAddress(SocketAddress src, SocketAddress dst)
-    {
-        dst.Size = src.Size;
-        src.Buffer.Span[..src.Size].CopyTo(dst.Buffer.Span);
-    }
 
     private static Dictionary<string, long> Snapshot(long[] counters)
     {
@@ -775,6 +790,7 @@ public sealed class OffloadDataPlane : IDataPlane
                         // A bug or I/O failure on one packet must not kill the worker; the buffer may
                         // already be queued for sending, so it is not returned here (no double return).
                         _dp.CountGlobal(OffloadDropReason.SendFailed);
+                        _dp.LastWorkerError = e.GetType().Name + ": " + e.Message;
                     }
                 }
 
@@ -937,7 +953,7 @@ public sealed class OffloadDataPlane : IDataPlane
 
             var newLink = _dp._udpLinkFactory(sock, b.Address);
             var addr = new SocketAddress(b.Address.Family, b.Address.Size);
-            b.Address.Buffer.Span[..b.Address.Size].CopyTo(addr.Buffer.Span);
+            b.Address.Buffer.Span.CopyTo(addr.Buffer.Span);
             peer.Address = addr;
             peer.Link = newLink;
             _dp._events.OnPeerFloated(peer.Id, newLink);
@@ -1020,7 +1036,7 @@ public sealed class OffloadDataPlane : IDataPlane
             }
 
             int s = peer.SocketIndex;
-            CopyAddress(peer.Address, b.Address);
+            b.SetAddress(peer.Address);
             b.SocketIndex = s;
             _pending[s][_pendingCount[s]++] = b;
             if (_pendingCount[s] == _pending[s].Length)

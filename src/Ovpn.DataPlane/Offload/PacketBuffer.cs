@@ -31,8 +31,6 @@ public sealed class PacketBuffer
     public PacketBuffer(int capacity)
     {
         Array = GC.AllocateArray<byte>(capacity, pinned: true);
-        // Large enough for sockaddr_in6 (28 bytes); Size is set to the real length on receive.
-        Address = new SocketAddress(AddressFamily.InterNetworkV6, 28);
     }
 
     /// <summary>Pinned storage for the whole packet, headroom included.</summary>
@@ -41,8 +39,26 @@ public sealed class PacketBuffer
     public int Offset;
     public int Length;
 
+    // One preallocated address object per family: SocketAddress equality and copying look at its
+    // whole buffer, so the object must have exactly the sockaddr's size (16 or 28 bytes).
+    private readonly SocketAddress _v4 = new(AddressFamily.InterNetwork, 16);
+    private readonly SocketAddress _v6 = new(AddressFamily.InterNetworkV6, 28);
+    private bool _isV6;
+
     /// <summary>Remote UDP address (source on receive, destination on send), native sockaddr bytes.</summary>
-    public readonly SocketAddress Address;
+    public SocketAddress Address => _isV6 ? _v6 : _v4;
+
+    /// <summary>Sets <see cref="Address"/> from native sockaddr_in (16) or sockaddr_in6 (28) bytes.</summary>
+    public void SetAddress(ReadOnlySpan<byte> sockaddr)
+    {
+        _isV6 = sockaddr.Length > 16;
+        var dst = Address.Buffer.Span;
+        dst.Clear();
+        sockaddr[..Math.Min(sockaddr.Length, dst.Length)].CopyTo(dst);
+    }
+
+    /// <summary>Copies another address object into <see cref="Address"/>.</summary>
+    public void SetAddress(SocketAddress a) => SetAddress(a.Buffer.Span[..a.Size]);
 
     /// <summary>Index of the datagram socket the packet came from / goes out on.</summary>
     public int SocketIndex;
