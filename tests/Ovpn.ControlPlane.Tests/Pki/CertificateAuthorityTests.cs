@@ -164,7 +164,7 @@ public sealed class CertificateAuthorityTests(PkiFixture fx) : IClassFixture<Pki
         Assert.False(Ca.ValidateClientCertificate(server, out _, out var reason));
         Assert.NotNull(reason);
         using var ca = Ca.CaCertificate;
-        Assert.False(Ca.ValidateClientCertificate(X509Certificate2.CreateFromPem(Ca.CaCertificatePem), out _, out _));
+        Assert.False(Ca.ValidateClientCertificate(ca, out _, out _));
     }
 
     [Fact]
