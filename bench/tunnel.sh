@@ -95,7 +95,8 @@ import json,sys
 try:
   j=json.load(open(sys.argv[1])); e=j["end"]
   s=e.get("sum_received") or e.get("sum")
-  print(f"{s[\"bits_per_second\"]/1e6:.0f} {s[\"bytes\"]}")
+  bps=s["bits_per_second"]; by=s["bytes"]
+  print("%.0f %d" % (bps/1e6, by))
 except Exception: print("0 0")' "$W/$label-$t.json")
     RES[$label/$t]=$mbps
     CPU[$label/$t]=$(awk -v a="$c0" -v b="$c1" -v by="$bytes" 'BEGIN{ if (by>0) printf "%.2f", (b-a)/(by/1e9); else print "n/a"}')

@@ -1,21 +1,24 @@
 // SPDX-License-Identifier: MIT
 using System.Security.Cryptography;
 using BenchmarkDotNet.Attributes;
+using Ovpn.DataPlane.Offload;
+using Ovpn.Platform.Net;
 using Ovpn.Protocol.Data;
 using Ovpn.Protocol.Keys;
 
 namespace Ovpn.Benchmarks;
 
 /// <summary>
-/// Data channel AEAD per packet, as the offload workers call it: one codec per key direction,
+/// Data channel AEAD per packet, as the offload workers call it: one codec per key direction
+/// (BCL AesGcm or OpenSSL EVP directly),
 /// DATA_V2 header, nonce on the stack, output into a preallocated buffer. Allocated bytes must be 0.
 /// Run: dotnet run -c Release --project bench/Ovpn.Benchmarks -- --filter '*SealOpen*'
 /// </summary>
 [MemoryDiagnoser]
 public class SealOpenBenchmarks
 {
-    private AeadCodec _sealer = null!;
-    private AeadCodec _opener = null!;
+    private IPacketAead _sealer = null!;
+    private IPacketAead _opener = null!;
     private byte[] _plain = null!;
     private byte[] _wire = null!;
     private byte[] _sealed = null!;
@@ -25,6 +28,10 @@ public class SealOpenBenchmarks
     [Params(DataCipher.Aes128Gcm, DataCipher.Aes256Gcm, DataCipher.ChaCha20Poly1305)]
     public DataCipher Cipher { get; set; }
 
+    /// <summary>"bcl" = AesGcm/ChaCha20Poly1305 via AeadCodec; "openssl" = libcrypto EVP directly.</summary>
+    [Params("bcl", "openssl")]
+    public string Impl { get; set; } = "bcl";
+
     [Params(64, 512, 1400)]
     public int Size { get; set; }
 
@@ -33,8 +40,9 @@ public class SealOpenBenchmarks
     {
         var key = RandomNumberGenerator.GetBytes(DataCipherNames.KeyLength(Cipher));
         var tail = RandomNumberGenerator.GetBytes(8);
-        _sealer = new AeadCodec(Cipher, key, tail);
-        _opener = new AeadCodec(Cipher, key, tail);
+        IPacketAeadFactory f = Impl == "openssl" ? OpenSslPacketAeadFactory.Instance : BclPacketAeadFactory.Instance;
+        _sealer = f.Create(Cipher, key, tail);
+        _opener = f.Create(Cipher, key, tail);
         _plain = RandomNumberGenerator.GetBytes(Size);
         _wire = new byte[Size + AeadCodec.V2Overhead];
         _dst = new byte[Size + AeadCodec.V2Overhead];

@@ -34,6 +34,10 @@ public sealed record OffloadOptions
     /// passes one that reuses its session's link). Default: a new <see cref="UdpLinkTransport"/>.</summary>
     public Func<IBatchDatagramSocket, SocketAddress, ILinkTransport>? UdpLinkFactory { get; init; }
 
+    /// <summary>Cipher implementation (default: the BCL through AeadCodec; the platform offers
+    /// OpenSSL EVP directly, which is faster per packet).</summary>
+    public IPacketAeadFactory? Aead { get; init; }
+
     /// <summary>Whether Dispose also disposes the TUN queues (true when the engine created them).</summary>
     public bool OwnsTunQueues { get; init; } = true;
 }
@@ -64,7 +68,7 @@ public sealed record OffloadOptions
 /// worker, its encrypt side only by the TX worker (the per-direction lock is uncontended; it only
 /// orders use against key deletion).
 /// Allocation: none per packet in steady state: buffers are pooled and pinned, nonces are built on
-/// the stack by <see cref="AeadCodec"/>, queues are preallocated rings, counters are arrays.
+/// the stack by the <see cref="IPacketAead"/>, queues are preallocated rings, counters are arrays.
 /// Exceptions (failed tag checks inside the BCL, I/O errors) allocate but only on bad traffic.
 /// Thread-safety: all public methods may be called from any thread.
 /// </summary>
@@ -136,6 +140,9 @@ public sealed class OffloadDataPlane : IDataPlane
     public uint RenegotiationTrigger { get; set; } = 0xFF000000;
 
     public int WorkerCount => _workers.Length;
+
+    /// <summary>Which cipher implementation the workers use ("bcl" or "openssl-evp").</summary>
+    public string CipherImplementation => (_o.Aead ?? BclPacketAeadFactory.Instance).Name;
 
     /// <summary>The buffer pool (tests check it for leaks).</summary>
     public PacketBufferPool Pool => _pool;
@@ -276,7 +283,7 @@ public sealed class OffloadDataPlane : IDataPlane
         }
 
         var p = GetPeerOrThrow(key.PeerId);
-        var ks = new KeyState(key);
+        var ks = new KeyState(key, _o.Aead ?? BclPacketAeadFactory.Instance);
         key.Encrypt.Clear();
         key.Decrypt.Clear();
         lock (p.KeyLock)
@@ -1087,8 +1094,8 @@ public sealed class OffloadDataPlane : IDataPlane
     private sealed class KeyState : IDisposable
     {
         public readonly int KeyId;
-        public readonly AeadCodec Encrypt;
-        public readonly AeadCodec Decrypt;
+        public readonly IPacketAead Encrypt;
+        public readonly IPacketAead Decrypt;
         public readonly object RxLock = new();
 
         // The send side is only touched by the TX worker, the receive side only by the RX worker.
@@ -1098,11 +1105,11 @@ public sealed class OffloadDataPlane : IDataPlane
         public bool RenegotiationSignalled;
         public volatile bool Disposed;
 
-        public KeyState(KeyConfig k)
+        public KeyState(KeyConfig k, IPacketAeadFactory aead)
         {
             KeyId = k.KeyId;
-            Encrypt = new AeadCodec(k.Cipher, k.Encrypt.CipherKey, k.Encrypt.NonceTail);
-            Decrypt = new AeadCodec(k.Cipher, k.Decrypt.CipherKey, k.Decrypt.NonceTail);
+            Encrypt = aead.Create(k.Cipher, k.Encrypt.CipherKey, k.Encrypt.NonceTail);
+            Decrypt = aead.Create(k.Cipher, k.Decrypt.CipherKey, k.Decrypt.NonceTail);
         }
 
         public void Dispose()
