@@ -21,7 +21,7 @@ namespace Ovpn.Benchmarks;
 /// not what is measured). The same harness drives the managed engine the way ServerHost does (one
 /// receive thread, ReceiveFrom + OnLinkPacket) and the offload engine (recvmmsg, workers).
 /// Usage: dotnet Ovpn.Benchmarks.dll loadgen [--engine offload|managed|both] [--peers 64]
-///        [--seconds 5] [--size 1400] [--senders 1] [--workers N] [--cipher bcl|openssl]
+///        [--packets 300000] [--size 1400] [--senders 1] [--workers N] [--cipher bcl|openssl]
 /// </summary>
 public static class LoadGen
 {
@@ -31,17 +31,17 @@ public static class LoadGen
     {
         string engine = Arg(args, "--engine", "both");
         int peers = int.Parse(Arg(args, "--peers", "64"));
-        int seconds = int.Parse(Arg(args, "--seconds", "5"));
         int size = int.Parse(Arg(args, "--size", "1400"));
         int senders = int.Parse(Arg(args, "--senders", "1"));
         int workers = int.Parse(Arg(args, "--workers", Environment.ProcessorCount.ToString()));
         string cipher = Arg(args, "--cipher", OpenSslPacketAeadFactory.IsAvailable ? "openssl" : "bcl");
-        Console.WriteLine($"loadgen: {peers} peers, {size} B IP packets, {senders} sender thread(s), {seconds} s, {Environment.ProcessorCount} cores, loopback");
-        Console.WriteLine($"{"engine",-34} {"offered pps",12} {"to-TUN pps",12} {"Gbit/s",8} {"drops",8} {"cpu s",7}");
+        int packets = int.Parse(Arg(args, "--packets", "300000"));
+        Console.WriteLine($"loadgen: {peers} peers, {size} B IP packets, {packets} pre-sealed packets blasted by {senders} sender thread(s), {Environment.ProcessorCount} cores, loopback");
+        Console.WriteLine($"{"engine",-34} {"offered pps",12} {"to-TUN pps",12} {"Gbit/s",8} {"delivered",10} {"cpu s",7}");
         var results = new List<(string, double)>();
         foreach (var e in engine == "both" ? new[] { "managed", "offload" } : [engine])
         {
-            var (label, pps) = RunOne(e, peers, seconds, size, senders, workers, cipher);
+            var (label, pps) = RunOne(e, peers, packets, size, senders, workers, cipher);
             results.Add((label, pps));
         }
 
@@ -59,7 +59,7 @@ public static class LoadGen
         return i >= 0 && i + 1 < a.Length ? a[i + 1] : def;
     }
 
-    private static (string, double) RunOne(string engine, int peerCount, int seconds, int size, int senderCount, int workers, string cipher)
+    private static (string, double) RunOne(string engine, int peerCount, int packets, int size, int senderCount, int workers, string cipher)
     {
         using var server = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
         server.ReceiveBufferSize = 16 << 20;
@@ -157,23 +157,51 @@ public static class LoadGen
             peerSets[s].Add(new Peer(id, vpn, factory.Create(DataCipher.Aes256Gcm, k, t)));
         }
 
+        // Pre-seal everything so the sender costs only sendmmsg, not crypto: the server, not the
+        // generator, must be the bottleneck on a 2-core machine.
+        var work = new PacketBuffer[senderCount][];
+        for (int s = 0; s < senderCount; s++)
+        {
+            work[s] = Preseal(peerSets[s], packets / senderCount, size, serverEp);
+        }
+
+        GC.Collect();
         var threads = new Thread[senderCount];
         long offered = 0;
+        long sendTicks = 0;
+        var proc = Process.GetCurrentProcess();
+        var cpu0 = proc.TotalProcessorTime;
+        var sw = Stopwatch.StartNew();
         for (int s = 0; s < senderCount; s++)
         {
             int si = s;
-            threads[s] = new Thread(() => Send(senderSockets[si], serverEp, peerSets[si], size, stop.Token, ref offered)) { IsBackground = true };
+            threads[s] = new Thread(() =>
+            {
+                Blast(senderSockets[si], work[si], ref offered);
+                Interlocked.Exchange(ref sendTicks, sw.ElapsedTicks);
+            })
+            { IsBackground = true };
             threads[s].Start();
         }
 
-        Thread.Sleep(1000); // warm-up
-        var proc = Process.GetCurrentProcess();
-        long p0 = tun.Packets, b0 = tun.Bytes, o0 = Interlocked.Read(ref offered);
-        var cpu0 = proc.TotalProcessorTime;
-        var sw = Stopwatch.StartNew();
-        Thread.Sleep(seconds * 1000);
-        long p1 = tun.Packets, b1 = tun.Bytes, o1 = Interlocked.Read(ref offered);
-        double el = sw.Elapsed.TotalSeconds;
+        // Wait until the count stops moving for 300 ms (or everything arrived); bounded at 60 s.
+        long last = -1, lastChangeTicks = 0;
+        long total = (long)(packets / senderCount) * senderCount;
+        while (sw.Elapsed < TimeSpan.FromSeconds(60))
+        {
+            Thread.Sleep(10);
+            long now = tun.Packets;
+            if (now != last)
+            {
+                last = now;
+                lastChangeTicks = sw.ElapsedTicks;
+            }
+            else if (now >= total || sw.ElapsedTicks - lastChangeTicks > Stopwatch.Frequency * 3 / 10)
+            {
+                break;
+            }
+        }
+
         proc.Refresh();
         var cpu = (proc.TotalProcessorTime - cpu0).TotalSeconds;
         stop.Cancel();
@@ -182,17 +210,23 @@ public static class LoadGen
             t.Join(2000);
         }
 
+        double el = (double)lastChangeTicks / Stopwatch.Frequency;
+        double sendEl = (double)Interlocked.Read(ref sendTicks) / Stopwatch.Frequency;
+        long delivered = tun.Packets;
         long drops = 0;
+        var byReason = new SortedDictionary<string, long>();
         foreach (var st in dp.GetPeers())
         {
-            foreach (var v in st.Drops.Values)
+            foreach (var (k, v) in st.Drops)
             {
                 drops += v;
+                byReason[k] = byReason.GetValueOrDefault(k) + v;
             }
         }
 
-        double pps = (p1 - p0) / el;
-        Console.WriteLine($"{label,-34} {(o1 - o0) / el,12:F0} {pps,12:F0} {(b1 - b0) * 8 / el / 1e9,8:F2} {drops,8} {cpu,7:F1}");
+        double pps = delivered / el;
+        Console.WriteLine($"{label,-34} {Interlocked.Read(ref offered) / sendEl,12:F0} {pps,12:F0} {tun.Bytes * 8 / el / 1e9,8:F2} {delivered * 100.0 / total,9:F1}% {cpu,7:F1}" +
+            (drops > 0 ? $"  (engine drops: {string.Join(", ", byReason)})" : ""));
         dp.Dispose();
         managedReader?.Join(1000);
         batch?.Dispose();
@@ -205,16 +239,8 @@ public static class LoadGen
         return (label, pps);
     }
 
-    private static void Send(Socket sock, IPEndPoint to, List<Peer> peers, int size, CancellationToken stop, ref long offered)
+    private static PacketBuffer[] Preseal(List<Peer> peers, int count, int size, IPEndPoint to)
     {
-        var bs = new UdpBatchSocket(sock, 64);
-        var pool = new PacketBufferPool(64, size + 64);
-        var bufs = new PacketBuffer[32];
-        for (int i = 0; i < bufs.Length; i++)
-        {
-            bufs[i] = pool.Rent()!;
-        }
-
         var dst = to.Serialize();
         var ip = new byte[size];
         ip[0] = 0x45;
@@ -222,25 +248,30 @@ public static class LoadGen
         ip[8] = 64;
         ip[9] = 17;
         ServerVpn.GetAddressBytes().CopyTo(ip, 16);
-        int next = 0;
-        while (!stop.IsCancellationRequested)
+        var list = new PacketBuffer[count];
+        for (int i = 0; i < count; i++)
         {
-            for (int i = 0; i < bufs.Length; i++)
-            {
-                var p = peers[next];
-                next = (next + 1) % peers.Count;
-                p.Vpn.GetAddressBytes().CopyTo(ip, 12);
-                var b = bufs[i];
-                b.Offset = 0;
-                b.Length = p.Aead.SealDataV2(b.Array, 0, p.Id, ++p.NextId, ip);
-                b.SetAddress(dst);
-            }
-
-            int n = bs.SendBatch(bufs, bufs.Length);
-            Interlocked.Add(ref offered, n);
+            var p = peers[i % peers.Count];
+            p.Vpn.GetAddressBytes().CopyTo(ip, 12);
+            var b = new PacketBuffer(size + 64);
+            b.Length = p.Aead.SealDataV2(b.Array, 0, p.Id, ++p.NextId, ip);
+            b.SetAddress(dst);
+            list[i] = b;
         }
 
-        bs.Dispose();
+        return list;
+    }
+
+    private static void Blast(Socket sock, PacketBuffer[] packets, ref long offered)
+    {
+        using var bs = new UdpBatchSocket(sock, 64);
+        var batch = new PacketBuffer[32];
+        for (int i = 0; i < packets.Length; i += batch.Length)
+        {
+            int n = Math.Min(batch.Length, packets.Length - i);
+            Array.Copy(packets, i, batch, 0, n);
+            Interlocked.Add(ref offered, bs.SendBatch(batch, n));
+        }
     }
 
     private sealed class Peer(uint id, IPAddress vpn, IPacketAead aead)
