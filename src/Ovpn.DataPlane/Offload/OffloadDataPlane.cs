@@ -40,6 +40,10 @@ public sealed record OffloadOptions
 
     /// <summary>Whether Dispose also disposes the TUN queues (true when the engine created them).</summary>
     public bool OwnsTunQueues { get; init; } = true;
+
+    /// <summary>Whether Dispose also disposes the <see cref="IBatchDatagramSocket"/> wrappers (their
+    /// native buffers; a <c>UdpBatchSocket</c> never closes the server's socket itself).</summary>
+    public bool OwnsDatagramSockets { get; init; }
 }
 
 /// <summary>
@@ -744,9 +748,39 @@ public sealed class OffloadDataPlane : IDataPlane
             t.Join(left);
         }
 
+        if (_o.OwnsDatagramSockets)
+        {
+            // Only once no reader can still be inside ReceiveBatch (they all left above).
+            if (RunningThreads == 0)
+            {
+                foreach (var s in _sockets)
+                {
+                    s.Dispose();
+                }
+            }
+        }
+
         foreach (var id in _peers.Keys)
         {
             RemovePeer(id, notify: null);
+        }
+    }
+
+    /// <summary>Engine threads still alive (0 after a clean Dispose; tests check for leaks).</summary>
+    public int RunningThreads
+    {
+        get
+        {
+            int n = 0;
+            foreach (var t in _threads)
+            {
+                if (t.IsAlive)
+                {
+                    n++;
+                }
+            }
+
+            return n;
         }
     }
 

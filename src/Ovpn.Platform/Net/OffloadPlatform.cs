@@ -16,7 +16,7 @@ public static class OffloadPlatform
 {
     /// <summary>
     /// Creates (does not start) the engine. The engine owns the TUN queues and the batch wrappers'
-    /// native memory (<see cref="OffloadDataPlane.Dispose"/> closes the TUN queues); the server keeps
+    /// native memory (<see cref="OffloadDataPlane.Dispose"/> releases both); the server keeps
     /// owning <paramref name="udpSockets"/> and disposes them after the engine.
     /// </summary>
     /// <param name="configureTun">Runs once on the first queue: MTU, address, link up.</param>
@@ -39,6 +39,7 @@ public static class OffloadPlatform
             UdpLinkFactory = udpLinkFactory,
             Aead = OpenSslPacketAeadFactory.IsAvailable ? OpenSslPacketAeadFactory.Instance : BclPacketAeadFactory.Instance,
             OwnsTunQueues = true,
+            OwnsDatagramSockets = true,
         };
         return new OffloadDataPlane(batch, MultiQueueTun.Open(tunName, n, configureTun), events, options, time);
     }

@@ -420,6 +420,25 @@ public sealed class OffloadDataPlaneTests : IDisposable
     }
 
     [Fact]
+    public void Dispose_stops_every_engine_thread_and_returns_buffers()
+    {
+        var c = AddUdpPeer(1, "172.27.224.2");
+        for (uint i = 1; i <= 200; i++)
+        {
+            _sock.Inject(c.Data(i), c.Addr);
+            _tuns[0].Inject(Packets.Ipv4(Packets.ServerVpn, c.Vpn, i));
+        }
+
+        Assert.Equal(200, TakeTun(200).Count);
+        Assert.Equal(200, TakeSent(200).Count);
+        Assert.True(_dp.RunningThreads >= 2 + 1 + 2); // workers, UDP reader, TUN readers
+        _dp.Dispose();
+        Assert.Equal(0, _dp.RunningThreads);
+        Assert.Equal(0, _dp.Pool.Outstanding);
+        Assert.Null(_dp.GetPeer(1));
+    }
+
+    [Fact]
     public void Deleted_peer_gets_no_more_traffic()
     {
         var c = AddUdpPeer(1, "172.27.224.2");
