@@ -99,7 +99,7 @@ public sealed class ZeroAllocationTests(ITestOutputHelper output)
     [Fact]
     public void Steady_state_forwarding_allocates_nothing_per_packet()
     {
-        const int warm = 4000, measured = 40000, total = warm + measured;
+        const int warm = 4000, measured = 20000, total = warm + 2 * measured;
         var keys = new TestPeerKeys();
         var addr = Packets.Addr("10.99.0.2", 40001);
         var vpn = IPAddress.Parse("172.27.224.2");
@@ -133,22 +133,31 @@ public sealed class ZeroAllocationTests(ITestOutputHelper output)
                 Thread.Sleep(5);
             }
 
-            Assert.True(n == Interlocked.Read(ref tun.Written),
-                $"tun {tun.Written} sent {sock.Sent} drops {string.Join(",", dp.GetPeer(1)!.Drops)} global {string.Join(",", dp.GlobalDrops)} {dp.LastWorkerError}");
+            if (n != Interlocked.Read(ref tun.Written))
+            {
+                Assert.Fail($"tun {tun.Written} sent {sock.Sent} drops {string.Join(",", dp.GetPeer(1)!.Drops)} global {string.Join(",", dp.GlobalDrops)} {dp.LastWorkerError}");
+            }
+
             Assert.Equal(n, Interlocked.Read(ref sock.Sent));
         }
 
         RunTo(warm);
         Thread.Sleep(100);
-        long before = GC.GetTotalAllocatedBytes(precise: true);
-        RunTo(total);
-        long after = GC.GetTotalAllocatedBytes(precise: true);
-        long perPacket = (after - before) / (2L * measured);
 
-        output.WriteLine($"allocated {after - before} bytes over {2 * measured} packets");
-        // The budget tolerates the runtime's own occasional background allocations (tiered JIT,
-        // thread-pool bookkeeping) but not even one byte per packet on average.
-        Assert.True(after - before < 64 * 1024, $"allocated {after - before} bytes over {2 * measured} packets ({perPacket} B/packet)");
+        // Two measured windows; the smaller counts. A real per-packet allocation shows in both, while
+        // a one-off runtime allocation (tier-1 re-JIT bookkeeping, a timer) lands in at most one.
+        long best = long.MaxValue;
+        for (int w = 1; w <= 2; w++)
+        {
+            long before = GC.GetTotalAllocatedBytes(precise: true);
+            RunTo(warm + (w * measured));
+            long after = GC.GetTotalAllocatedBytes(precise: true);
+            output.WriteLine($"window {w}: allocated {after - before} bytes over {2 * measured} packets");
+            best = Math.Min(best, after - before);
+        }
+
+        // The budget is well under one byte per packet (40000 packets per window).
+        Assert.True(best < 16 * 1024, $"allocated {best} bytes over {2 * measured} packets");
         Assert.Empty(dp.GetPeer(1)!.Drops);
         sock.Dispose();
     }
