@@ -15,6 +15,15 @@ public sealed record OffloadOptions
     /// <summary>Crypto workers; default one per core.</summary>
     public int Workers { get; init; } = Environment.ProcessorCount;
 
+    /// <summary>
+    /// Run-to-completion: each reader thread opens/seals the packets it read itself instead of
+    /// handing them to a worker queue (no thread hop, no wake-up per packet). Parallelism then
+    /// comes from the reader threads: one per TUN queue (transmit) and one per datagram socket
+    /// (receive; give the engine several SO_REUSEPORT sockets to spread clients). False = the
+    /// pipelined mode with <see cref="Workers"/> crypto workers behind per-worker queues.
+    /// </summary>
+    public bool Inline { get; init; } = true;
+
     /// <summary>Datagrams per recvmmsg/sendmmsg call.</summary>
     public int BatchSize { get; init; } = 64;
 
@@ -90,6 +99,8 @@ public sealed class OffloadDataPlane : IDataPlane
     private readonly Func<IBatchDatagramSocket, SocketAddress, ILinkTransport> _udpLinkFactory;
     private readonly PacketBufferPool _pool;
     private readonly Worker[] _workers;
+    private readonly Worker _timerContext;
+    private readonly ThreadLocal<Worker> _linkContexts;
     private readonly ConcurrentDictionary<uint, Peer> _peers = new();
     private readonly ConcurrentDictionary<uint, Peer> _routesV4 = new();
     private readonly long[] _globalDrops = new long[Enum.GetValues<OffloadDropReason>().Length];
@@ -120,11 +131,14 @@ public sealed class OffloadDataPlane : IDataPlane
         _time = time ?? TimeProvider.System;
         _udpLinkFactory = _o.UdpLinkFactory ?? ((s, a) => new UdpLinkTransport(s.Socket, a));
         _pool = new PacketBufferPool(_o.PoolSize, _o.BufferSize);
-        _workers = new Worker[_o.Workers];
+        _workers = new Worker[_o.Inline ? 0 : _o.Workers];
         for (int i = 0; i < _workers.Length; i++)
         {
-            _workers[i] = new Worker(this, i);
+            _workers[i] = new Worker(this, i, withQueue: true);
         }
+
+        _timerContext = new Worker(this, 0, withQueue: false);
+        _linkContexts = new ThreadLocal<Worker>(() => new Worker(this, Environment.CurrentManagedThreadId, withQueue: false));
     }
 
     /// <summary>Creates the engine with TUN queues from <paramref name="tunQueueFactory"/> (called once
@@ -143,7 +157,10 @@ public sealed class OffloadDataPlane : IDataPlane
     /// <summary>Packet-id at which the control plane is told to renegotiate (OpenVPN's 0xFF000000).</summary>
     public uint RenegotiationTrigger { get; set; } = 0xFF000000;
 
-    public int WorkerCount => _workers.Length;
+    /// <summary>Crypto threads: the workers (pipelined) or the reader threads that do the crypto (inline).</summary>
+    public int WorkerCount => _o.Inline ? _sockets.Length + _tunQueues.Length : _workers.Length;
+
+    public bool Inline => _o.Inline;
 
     /// <summary>Which cipher implementation the workers use ("bcl" or "openssl-evp").</summary>
     public string CipherImplementation => (_o.Aead ?? BclPacketAeadFactory.Instance).Name;
@@ -220,8 +237,8 @@ public sealed class OffloadDataPlane : IDataPlane
 
         int n = _workers.Length;
         var p = new Peer(config, _time.GetTimestamp(),
-            _workers[(int)(config.PeerId % (uint)n)],
-            _workers[(int)((config.PeerId + (n > 1 ? 1u : 0u)) % (uint)n)]);
+            n == 0 ? null : _workers[(int)(config.PeerId % (uint)n)],
+            n == 0 ? null : _workers[(int)((config.PeerId + (n > 1 ? 1u : 0u)) % (uint)n)]);
         if (!_peers.TryAdd(config.PeerId, p))
         {
             throw new InvalidOperationException($"peer {config.PeerId} exists");
@@ -410,14 +427,21 @@ public sealed class OffloadDataPlane : IDataPlane
             b.Link = link;
         }
 
-        Dispatch(peer, b, peer.RxWorker, PacketWork.Open);
+        if (_o.Inline)
+        {
+            b.Peer = peer;
+            _linkContexts.Value!.Process(b, PacketWork.Open);
+            return;
+        }
+
+        Dispatch(peer, b, peer.RxWorker!, PacketWork.Open);
     }
 
     private void Dispatch(Peer peer, PacketBuffer b, Worker w, PacketWork work)
     {
         b.Peer = peer;
         b.Work = work;
-        if (w.Queue.TryEnqueue(b))
+        if (w.Queue!.TryEnqueue(b))
         {
             return;
         }
@@ -429,7 +453,7 @@ public sealed class OffloadDataPlane : IDataPlane
         for (int i = 0; i < 30; i++)
         {
             spin.SpinOnce(sleep1Threshold: -1);
-            if (w.Queue.TryEnqueue(b))
+            if (w.Queue!.TryEnqueue(b))
             {
                 return;
             }
@@ -443,6 +467,7 @@ public sealed class OffloadDataPlane : IDataPlane
     private void RunUdpReader(int socketIndex)
     {
         var sock = _sockets[socketIndex];
+        var ctx = new Worker(this, socketIndex, withQueue: false);
         var bufs = new PacketBuffer[_o.BatchSize];
         int have = 0;
         try
@@ -479,7 +504,7 @@ public sealed class OffloadDataPlane : IDataPlane
                 {
                     var b = bufs[i];
                     b.SocketIndex = socketIndex;
-                    HandleDatagram(sock, b);
+                    HandleDatagram(sock, b, ctx);
                 }
 
                 // Slots 0..n were handed on; compact the still-owned buffers to the front.
@@ -506,7 +531,7 @@ public sealed class OffloadDataPlane : IDataPlane
         }
     }
 
-    private void HandleDatagram(IBatchDatagramSocket sock, PacketBuffer b)
+    private void HandleDatagram(IBatchDatagramSocket sock, PacketBuffer b, Worker ctx)
     {
         var data = b.Data;
         if (data.Length == 0)
@@ -522,7 +547,16 @@ public sealed class OffloadDataPlane : IDataPlane
             uint peerId = BinaryPrimitives.ReadUInt32BigEndian(data) & 0xFFFFFF;
             if (_peers.TryGetValue(peerId, out var peer))
             {
-                Dispatch(peer, b, peer.RxWorker, PacketWork.Open);
+                if (_o.Inline)
+                {
+                    b.Peer = peer;
+                    ctx.Process(b, PacketWork.Open);
+                }
+                else
+                {
+                    Dispatch(peer, b, peer.RxWorker!, PacketWork.Open);
+                }
+
                 return;
             }
 
@@ -555,6 +589,7 @@ public sealed class OffloadDataPlane : IDataPlane
     private void RunTunReader(int queueIndex)
     {
         var tun = _tunQueues[queueIndex];
+        var ctx = new Worker(this, queueIndex, withQueue: false);
         while (!_stopping)
         {
             var b = RentWaiting();
@@ -608,8 +643,14 @@ public sealed class OffloadDataPlane : IDataPlane
             b.VpnPayload = true;
             b.Peer = peer;
             b.Work = PacketWork.Seal;
+            if (_o.Inline)
+            {
+                ctx.Process(b, PacketWork.Seal);
+                continue;
+            }
+
             var spin = new SpinWait();
-            while (!peer.TxWorker.Queue.TryEnqueue(b))
+            while (!peer.TxWorker!.Queue!.TryEnqueue(b))
             {
                 if (_stopping)
                 {
@@ -692,7 +733,18 @@ public sealed class OffloadDataPlane : IDataPlane
         b.VpnPayload = false;
         // Stamp now so that a stalled queue does not make Tick queue a ping every second.
         Volatile.Write(ref p.LastTx, _time.GetTimestamp());
-        Dispatch(p, b, p.TxWorker, PacketWork.Seal);
+        if (_o.Inline)
+        {
+            b.Peer = p;
+            lock (_timerContext)
+            {
+                _timerContext.Process(b, PacketWork.Seal);
+            }
+
+            return;
+        }
+
+        Dispatch(p, b, p.TxWorker!, PacketWork.Seal);
     }
 
     // ------------------------------------------------------------------ worker stages
@@ -729,7 +781,7 @@ public sealed class OffloadDataPlane : IDataPlane
         _timer?.Dispose();
         foreach (var w in _workers)
         {
-            w.Queue.Close();
+            w.Queue!.Close();
         }
 
         if (_o.OwnsTunQueues)
@@ -764,6 +816,8 @@ public sealed class OffloadDataPlane : IDataPlane
         {
             RemovePeer(id, notify: null);
         }
+
+        _linkContexts.Dispose();
     }
 
     /// <summary>Engine threads still alive (0 after a clean Dispose; tests check for leaks).</summary>
@@ -796,11 +850,11 @@ public sealed class OffloadDataPlane : IDataPlane
         private readonly int[] _pendingCount;
         private readonly ITunDevice _tun;
 
-        public Worker(OffloadDataPlane dp, int index)
+        public Worker(OffloadDataPlane dp, int index, bool withQueue)
         {
             _dp = dp;
             Index = index;
-            Queue = new WorkQueue(dp._o.QueueLength);
+            Queue = withQueue ? new WorkQueue(dp._o.QueueLength) : null;
             _drained = new PacketBuffer[dp._o.BatchSize];
             _pending = new PacketBuffer[Math.Max(1, dp._sockets.Length)][];
             for (int i = 0; i < _pending.Length; i++)
@@ -809,18 +863,19 @@ public sealed class OffloadDataPlane : IDataPlane
             }
 
             _pendingCount = new int[_pending.Length];
-            _tun = dp._tunQueues[index % dp._tunQueues.Length];
+            _tun = dp._tunQueues[(index & int.MaxValue) % dp._tunQueues.Length];
         }
 
         public int Index { get; }
 
-        public WorkQueue Queue { get; }
+        /// <summary>The worker's input (pipelined mode); null for an inline context.</summary>
+        public WorkQueue? Queue { get; }
 
         public void Run()
         {
             while (true)
             {
-                int n = Queue.Drain(_drained, 200);
+                int n = Queue!.Drain(_drained, 200);
                 if (n < 0)
                 {
                     return;
@@ -851,6 +906,32 @@ public sealed class OffloadDataPlane : IDataPlane
                 }
 
                 Flush();
+            }
+        }
+
+        /// <summary>Inline mode: opens, or seals and sends, one packet on the calling thread.</summary>
+        public void Process(PacketBuffer b, PacketWork work)
+        {
+            try
+            {
+                if (work == PacketWork.Open)
+                {
+                    Open(b);
+                }
+                else
+                {
+                    var peer = (Peer)b.Peer!;
+                    lock (peer.SendOrder)
+                    {
+                        Seal(b);
+                        Flush();
+                    }
+                }
+            }
+            catch (Exception e) when (e is not OutOfMemoryException)
+            {
+                _dp.CountGlobal(OffloadDropReason.SendFailed);
+                _dp.LastWorkerError = e.GetType().Name + ": " + e.Message;
             }
         }
 
@@ -1182,8 +1263,12 @@ public sealed class OffloadDataPlane : IDataPlane
         public readonly uint Id;
         public readonly IPAddress? VpnIPv4;
         public readonly uint VpnIPv4Key;
-        public readonly Worker RxWorker;
-        public readonly Worker TxWorker;
+        public readonly Worker? RxWorker;
+        public readonly Worker? TxWorker;
+
+        // Inline mode: held across seal and send so that two TUN queues carrying this peer's
+        // traffic cannot put its packets on the wire out of packet-id order.
+        public readonly object SendOrder = new();
         public readonly object KeyLock = new();
         public volatile ILinkTransport Link;
         public volatile SocketAddress Address;
@@ -1199,7 +1284,7 @@ public sealed class OffloadDataPlane : IDataPlane
         public long LinkRxBytes, LinkTxBytes, LinkRxPackets, LinkTxPackets;
         private readonly long[] _drops = new long[Enum.GetValues<OffloadDropReason>().Length];
 
-        public Peer(PeerConfig c, long now, Worker rx, Worker tx)
+        public Peer(PeerConfig c, long now, Worker? rx, Worker? tx)
         {
             Id = c.PeerId;
             Link = c.Transport;

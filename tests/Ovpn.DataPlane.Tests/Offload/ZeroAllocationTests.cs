@@ -96,8 +96,10 @@ public sealed class ZeroAllocationTests(ITestOutputHelper output)
         public void Dispose() => _disposed = true;
     }
 
-    [Fact]
-    public void Steady_state_forwarding_allocates_nothing_per_packet()
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void Steady_state_forwarding_allocates_nothing_per_packet(bool inline)
     {
         const int warm = 4000, measured = 20000, total = warm + 2 * measured;
         var keys = new TestPeerKeys();
@@ -118,7 +120,7 @@ public sealed class ZeroAllocationTests(ITestOutputHelper output)
         var tun = new PrebuiltTun(tunPackets);
         var events = new RecordingEvents();
         using var dp = new OffloadDataPlane([sock], [tun], events,
-            new OffloadOptions { Workers = 2, PoolSize = 2048, QueueLength = 4096, KeepaliveTimer = false });
+            new OffloadOptions { Workers = 2, PoolSize = 2048, QueueLength = 4096, KeepaliveTimer = false, Inline = inline });
         dp.NewPeer(new PeerConfig(1, new UdpLinkTransport(sock.Socket, addr), vpn, null));
         dp.NewKey(keys.ServerKey(1, KeySlot.Primary, 0));
         dp.Start();
