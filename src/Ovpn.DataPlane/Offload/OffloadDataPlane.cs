@@ -57,32 +57,38 @@ public sealed record OffloadOptions
 
 /// <summary>
 /// Userspace data channel offload: the same behaviour as the kernel ovpn module (and as
-/// <see cref="Engine.ManagedDataPlane"/> for DATA_V2 AEAD peers), spread over one worker per core.
+/// <see cref="Engine.ManagedDataPlane"/> for DATA_V2 AEAD peers), on several cores.
 ///
-/// Pipeline (S = one thread per datagram socket, Q = one per TUN queue, W = one per worker):
+/// Stages. S = datagram sockets (the server may bind several with SO_REUSEPORT), Q = TUN queues
+/// (IFF_MULTI_QUEUE, one per core), one thread per socket and per queue:
 /// <code>
-///  link -> [UDP reader xS]  recvmmsg batch into pooled pinned buffers
+///  link -> [UDP reader xS]  recvmmsg: up to BatchSize datagrams into pooled pinned buffers
 ///             | opcode: control -> IDataPlaneEvents.OnControlPacket (inline, buffer returned)
-///             | DATA_V2: peer by peer-id -> enqueue to the peer's RX worker      (sequential)
-///          [TCP readers]    the server calls OnLinkPacket: same dispatch, one copy into a buffer
-///  [worker xW] RX:  key slot by key-id -> replay pre-check -> AEAD open in place -> replay update
-///                   -> float / wrong-link check -> ping/OCC consumed -> source check -> TUN write
-///  tun  -> [TUN reader xQ]  read into buffer after 24 bytes headroom -> IPv4 dst -> peer
-///                   -> enqueue to the peer's TX worker                          (sequential)
-///  [worker xW] TX:  primary key -> packet-id (never wraps) -> AEAD seal in place (header, id and
-///                   tag written into the headroom) -> per-socket send batch -> sendmmsg at the end
-///                   of each drained batch; TCP peers: TcpLinkTransport.Send
-///  [timer]     keepalive: expiry -> OnPeerDeleted(Expired); idle -> ping enqueued as TX work
+///             | DATA_V2: peer by peer-id -> OPEN
+///          [TCP readers]    the server calls OnLinkPacket: same dispatch (one copy into a buffer)
+///  OPEN:  key slot by key-id -> replay pre-check -> AEAD open in place -> replay update
+///         -> float / wrong-link check -> ping/OCC consumed -> source-address check -> TUN write
+///  tun  -> [TUN reader xQ]  read after 24 bytes of headroom -> IPv4 destination -> peer -> SEAL
+///  SEAL:  primary key -> packet-id (never wraps) -> AEAD seal in place (header, packet id and tag
+///         written into the headroom) -> sendmmsg (UDP) or TcpLinkTransport.Send
+///  [timer] keepalive once a second: expiry -> OnPeerDeleted(Expired); idle peer -> SEAL a ping
 /// </code>
-/// Per-peer order: each peer has exactly one RX worker and one TX worker (different ones when
-/// there are two or more, so a single busy client still uses two cores), and every queue is FIFO,
-/// so packets of one peer are opened, and sealed-and-sent, in the order they arrived. Cipher
-/// contexts are not shared across threads: a key's decrypt side is used only by its peer's RX
-/// worker, its encrypt side only by the TX worker (the per-direction lock is uncontended; it only
-/// orders use against key deletion).
-/// Allocation: none per packet in steady state: buffers are pooled and pinned, nonces are built on
-/// the stack by the <see cref="IPacketAead"/>, queues are preallocated rings, counters are arrays.
-/// Exceptions (failed tag checks inside the BCL, I/O errors) allocate but only on bad traffic.
+/// Two ways to run OPEN and SEAL, chosen by <see cref="OffloadOptions.Inline"/>:
+/// <list type="bullet">
+/// <item>Inline (default; the upstream ovpn module's lesson, and measured faster here: no thread
+/// hop and no wake-up per packet): the reader thread that got the packet runs the stage. RX order
+/// per peer holds because a peer's flow reaches one socket; TX order per peer holds because SEAL
+/// and the send run under the peer's send-order lock when two TUN queues carry the same peer.</item>
+/// <item>Pipelined: readers enqueue to crypto workers (<see cref="OffloadOptions.Workers"/>, bounded
+/// FIFO queues, full = wait briefly then drop and count). Each peer has one RX worker and one TX
+/// worker (different ones when there are two or more, so one busy client uses two cores), which
+/// keeps its order; workers flush one sendmmsg per drained batch.</item>
+/// </list>
+/// A key's cipher contexts are never used by two threads at once: the per-direction lock on the
+/// key is uncontended in steady state and orders use against key deletion.
+/// Allocation: none per packet in steady state (buffers pooled and pinned, nonces on the stack in
+/// the <see cref="IPacketAead"/>, preallocated queues, counter arrays); tests assert it. Exceptions
+/// (I/O errors, the BCL's failed-tag exception) allocate, but only on bad traffic.
 /// Thread-safety: all public methods may be called from any thread.
 /// </summary>
 public sealed class OffloadDataPlane : IDataPlane
