@@ -144,3 +144,16 @@ public interface ILinkTransport
     /// <summary>Closes the underlying connection (TCP); no-op for UDP.</summary>
     void Close();
 }
+
+/// <summary>Receives a packet that a link reader (the server's TCP reader, or its UDP loop) read.</summary>
+public interface ILinkPacketSink
+{
+    /// <summary>
+    /// Consumes a data packet, or hands anything else to the control plane. <paramref name="scratch"/>
+    /// is the calling thread's work buffer.
+    /// </summary>
+    void OnLinkPacket(ILinkTransport link, ReadOnlySpan<byte> packet, Span<byte> scratch);
+}
+
+/// <summary>A packet the data plane does not own, with the link it came from.</summary>
+public delegate void UnhandledPacketHandler(ILinkTransport link, ReadOnlySpan<byte> packet);

@@ -21,7 +21,7 @@ namespace Ovpn.DataPlane.Engine;
 /// Decryption state of a key (codec + replay window) is guarded by its receive lock, encryption
 /// state (codec + packet-id) by the peer's send lock, so per-peer order holds in each direction.
 /// </summary>
-public sealed class ManagedDataPlane : IDataPlane
+public sealed class ManagedDataPlane : IDataPlane, ILinkPacketSink
 {
     public const int MaxPacket = 2048;
     private static readonly byte[] PingMagic = [0x2a, 0x18, 0x7b, 0xf3, 0x64, 0x1e, 0xb4, 0xcb, 0x07, 0xed, 0x2d, 0x0a, 0x98, 0x1f, 0xc7, 0x48];

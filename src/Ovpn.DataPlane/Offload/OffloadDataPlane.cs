@@ -43,6 +43,13 @@ public sealed record OffloadOptions
     /// passes one that reuses its session's link). Default: a new <see cref="UdpLinkTransport"/>.</summary>
     public Func<IBatchDatagramSocket, SocketAddress, ILinkTransport>? UdpLinkFactory { get; init; }
 
+    /// <summary>
+    /// Data packets of peers this engine does not carry (the kernel module likewise returns them to
+    /// the socket): when set, they go here, so that a non-offload daemon can serve peers offload
+    /// cannot carry (CBC, compression framing, DATA_V1). When null they are dropped and counted.
+    /// </summary>
+    public UnhandledPacketHandler? UnhandledDataPacket { get; init; }
+
     /// <summary>Cipher implementation (default: the BCL through AeadCodec; the platform offers
     /// OpenSSL EVP directly, which is faster per packet).</summary>
     public IPacketAeadFactory? Aead { get; init; }
@@ -91,7 +98,7 @@ public sealed record OffloadOptions
 /// (I/O errors, the BCL's failed-tag exception) allocate, but only on bad traffic.
 /// Thread-safety: all public methods may be called from any thread.
 /// </summary>
-public sealed class OffloadDataPlane : IDataPlane
+public sealed class OffloadDataPlane : IDataPlane, ILinkPacketSink
 {
     private const int MinIpPacket = 20;
     private const byte OpDataV1 = 6;
@@ -537,6 +544,25 @@ public sealed class OffloadDataPlane : IDataPlane
         }
     }
 
+    /// <summary>A data packet of a peer this engine does not have: to the fallback, or counted.</summary>
+    private void HandOff(IBatchDatagramSocket sock, PacketBuffer b, ReadOnlySpan<byte> data)
+    {
+        if (_o.UnhandledDataPacket is not { } handler)
+        {
+            CountGlobal(OffloadDropReason.UnknownPeer);
+            return;
+        }
+
+        try
+        {
+            handler(_udpLinkFactory(sock, b.Address), data);
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            CountGlobal(OffloadDropReason.Malformed);
+        }
+    }
+
     private void HandleDatagram(IBatchDatagramSocket sock, PacketBuffer b, Worker ctx)
     {
         var data = b.Data;
@@ -566,11 +592,18 @@ public sealed class OffloadDataPlane : IDataPlane
                 return;
             }
 
-            CountGlobal(OffloadDropReason.UnknownPeer);
+            HandOff(sock, b, data);
         }
         else if (op == OpDataV2 || op == OpDataV1)
         {
-            CountGlobal(op == OpDataV1 ? OffloadDropReason.UnknownPeer : OffloadDropReason.Malformed);
+            if (op == OpDataV1)
+            {
+                HandOff(sock, b, data);
+            }
+            else
+            {
+                CountGlobal(OffloadDropReason.Malformed);
+            }
         }
         else
         {

@@ -24,7 +24,7 @@ public static class OffloadPlatform
     /// (the server passes one that reuses its session's link, e.g. SessionManager.FindUdpLink).</param>
     public static OffloadDataPlane Create(IReadOnlyList<Socket> udpSockets, string tunName, Action<TunDevice> configureTun,
         IDataPlaneEvents events, Func<IBatchDatagramSocket, SocketAddress, ILinkTransport>? udpLinkFactory = null,
-        int? workers = null, TimeProvider? time = null)
+        int? workers = null, TimeProvider? time = null, UnhandledPacketHandler? unhandledData = null)
     {
         int n = workers ?? Environment.ProcessorCount;
         var batch = new IBatchDatagramSocket[udpSockets.Count];
@@ -37,6 +37,7 @@ public static class OffloadPlatform
         {
             Workers = n,
             UdpLinkFactory = udpLinkFactory,
+            UnhandledDataPacket = unhandledData,
             Aead = OpenSslPacketAeadFactory.IsAvailable ? OpenSslPacketAeadFactory.Instance : BclPacketAeadFactory.Instance,
             OwnsTunQueues = true,
             OwnsDatagramSockets = true,
