@@ -38,3 +38,68 @@ public sealed partial class StockServerTests
     public Task ConnectsPingsAndMovesData(bool tcp, string wrap, string cipher) =>
         ConnectPingTransferAsync(new Scenario(Tcp: tcp, Wrap: wrap, Cipher: cipher));
 }
+
+public sealed class StockServerLifecycleTests
+{
+    [RequiresFact(Requirement.Root, Requirement.Tun, Requirement.OpenVpn)]
+    public async Task RenegotiatesUnderLoad()
+    {
+        await using var rig = ClientRig.Create(new Scenario(RenegSec: 8));
+        await rig.StartServerAsync();
+        rig.StartClient();
+        await rig.WaitClientConnectedAsync();
+        var until = DateTime.UtcNow.AddSeconds(22);
+        int transfers = 0;
+        while (DateTime.UtcNow < until)
+        {
+            var t = await TrafficCheck.TransferAsync(rig.Cli, rig.Srv, ClientRig.ServerVpn, 2 << 20, TimeSpan.FromSeconds(30));
+            Assert.Equal(2 << 20, t.Bytes);
+            transfers++;
+        }
+
+        var ping = await TrafficCheck.PingAsync(rig.Cli, ClientRig.ServerVpn, count: 3);
+        Assert.True(ping.Loss == 0, $"ping after renegotiation: loss {ping.Loss}\n{rig.Logs()}");
+        // At least two renegotiations (key-id 1 and 2) happened and both became primary on our side.
+        Assert.True(rig.Client!.Lines.Any(l => l.Contains("key-id 1 is now primary", StringComparison.Ordinal)), rig.Logs());
+        Assert.True(rig.Client.Lines.Any(l => l.Contains("key-id 2 is now primary", StringComparison.Ordinal)), rig.Logs());
+        Assert.True(transfers > 2);
+    }
+
+    [RequiresTheory(Requirement.Root, Requirement.Tun, Requirement.OpenVpn)]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task ComesBackAfterServerRestart(bool tcp)
+    {
+        await using var rig = ClientRig.Create(new Scenario(Tcp: tcp));
+        await rig.StartServerAsync();
+        rig.StartClient();
+        await rig.WaitClientConnectedAsync();
+        Assert.Equal(0, (await TrafficCheck.PingAsync(rig.Cli, ClientRig.ServerVpn, count: 2)).Loss);
+        int mark = rig.Client!.LineCount;
+        await rig.StopServerAsync();
+        await rig.StartServerAsync();
+        await rig.WaitClientConnectedAsync(fromLine: mark, seconds: 60);
+        var ping = await TrafficCheck.PingAsync(rig.Cli, ClientRig.ServerVpn, count: 3);
+        Assert.True(ping.Loss == 0, $"ping after reconnect: loss {ping.Loss}\n{rig.Logs()}");
+        var t = await TrafficCheck.TransferAsync(rig.Cli, rig.Srv, ClientRig.ServerVpn, 1 << 20, TimeSpan.FromSeconds(30));
+        Assert.Equal(1 << 20, t.Bytes);
+    }
+
+    [RequiresFact(Requirement.Root, Requirement.Tun, Requirement.OpenVpn)]
+    public async Task SigtermSendsExitAndRemovesTun()
+    {
+        await using var rig = ClientRig.Create(new Scenario());
+        await rig.StartServerAsync();
+        rig.StartClient();
+        await rig.WaitClientConnectedAsync();
+        Assert.Contains("ovpnc", rig.Cli.ExecChecked("ip", "-o", "link", "show").Stdout, StringComparison.Ordinal);
+        int serverMark = rig.Server!.Process.LineCount;
+        rig.Client!.Signal(Ovpn.Platform.Linux.LinuxProcess.SIGTERM);
+        Assert.True(await rig.Client.WaitForExitAsync(TimeSpan.FromSeconds(15)), rig.Logs());
+        Assert.Equal(0, rig.Client.ExitCode);
+        Assert.DoesNotContain("ovpnc", rig.Cli.ExecChecked("ip", "-o", "link", "show").Stdout, StringComparison.Ordinal);
+        Assert.Contains(rig.Client.Lines, l => l.Contains("sending EXIT", StringComparison.Ordinal));
+        // The stock server notices the exit notification at once (not after ping-restart).
+        await rig.Server.WaitForLineAsync(new System.Text.RegularExpressions.Regex("alice.*(exit|EXIT)"), TimeSpan.FromSeconds(10), serverMark);
+    }
+}
