@@ -485,7 +485,7 @@ public sealed class ClientConnection
             m.Password = _authToken ?? _profile.Password ?? "";
         }
 
-        m.PeerInfo = PeerInfoText();
+        m.PeerInfo = BuildPeerInfo(_profile);
         k.Own = m;
         SendPlaintext(k, m.Encode(isClient: true));
     }
@@ -493,19 +493,19 @@ public sealed class ClientConnection
     /// <summary>IV_PROTO: DATA_V2 (2) | REQUEST_PUSH (4) | CC_EXIT (128). No TLS-EKM (8): SslStream has no exporter.</summary>
     public const int IvProto = 2 | 4 | 128;
 
-    internal string PeerInfoText()
+    internal static string BuildPeerInfo(ClientProfile profile)
     {
         var sb = new StringBuilder();
         sb.Append("IV_VER=2.6.0\n");
         sb.Append("IV_PLAT=linux\n");
         sb.Append("IV_TCPNL=1\n");
         sb.Append("IV_MTU=1600\n");
-        if (_profile.DataCiphers.Contains(DataCipher.Aes128Gcm) && _profile.DataCiphers.Contains(DataCipher.Aes256Gcm))
+        if (profile.DataCiphers.Contains(DataCipher.Aes128Gcm) && profile.DataCiphers.Contains(DataCipher.Aes256Gcm))
         {
             sb.Append("IV_NCP=2\n");
         }
 
-        sb.Append("IV_CIPHERS=").Append(string.Join(':', _profile.DataCiphers.Select(DataCipherNames.ToName))).Append('\n');
+        sb.Append("IV_CIPHERS=").Append(string.Join(':', profile.DataCiphers.Select(DataCipherNames.ToName))).Append('\n');
         sb.Append("IV_PROTO=").Append(IvProto).Append('\n');
         sb.Append("IV_GUI_VER=ovpnas-connect\n");
         return sb.ToString();
