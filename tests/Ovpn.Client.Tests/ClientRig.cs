@@ -159,15 +159,29 @@ public sealed partial class ClientRig : IAsyncDisposable
         return sb.ToString();
     }
 
-    public async Task StartServerAsync()
+    private Dictionary<string, string>? _extraServerFiles;
+
+    public async Task StartServerAsync(Dictionary<string, string>? extraFiles = null)
     {
-        Server = OpenVpnProcess.Start(Srv, ServerConfig(), new Dictionary<string, string>
+        _extraServerFiles = extraFiles ?? _extraServerFiles;
+        var files = new Dictionary<string, string>
         {
             ["ca.crt"] = Pki.CaPem,
             ["server.crt"] = Pki.ServerCertPem,
             ["server.key"] = Pki.ServerKeyPem,
             ["ta.key"] = Pki.StaticKey,
-        });
+        };
+        foreach (var (k, v) in _extraServerFiles ?? [])
+        {
+            files[k] = v;
+        }
+
+        Server = OpenVpnProcess.Start(Srv, ServerConfig(), files);
+        foreach (var name in (_extraServerFiles ?? []).Keys.Where(n => n.EndsWith(".sh", StringComparison.Ordinal)))
+        {
+            File.SetUnixFileMode(Path.Combine(Server.WorkDir, name), UnixFileMode.UserRead | UnixFileMode.UserExecute | UnixFileMode.UserWrite);
+        }
+
         await Server.WaitInitializedAsync(TimeSpan.FromSeconds(30));
     }
 

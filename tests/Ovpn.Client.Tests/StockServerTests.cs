@@ -103,3 +103,81 @@ public sealed class StockServerLifecycleTests
         await rig.Server.WaitForLineAsync(new System.Text.RegularExpressions.Regex("alice.*(exit|EXIT)"), TimeSpan.FromSeconds(10), serverMark);
     }
 }
+
+public sealed class StockServerAuthTests
+{
+    private const string CheckScript = "#!/bin/sh\n# via-file: line 1 user, line 2 password\n[ \"$(sed -n 1p \"$1\")\" = alice ] && [ \"$(sed -n 2p \"$1\")\" = 's3cret pw' ]\n";
+
+    private static async Task<ClientRig> StartWithUserPassAsync(string password)
+    {
+        var rig = ClientRig.Create(new Scenario(
+            ExtraServer: "script-security 2\nauth-user-pass-verify check.sh via-file\ntmp-dir /tmp\n",
+            ExtraProfile: "auth-user-pass creds.txt\n"));
+        File.WriteAllText(Path.Combine(rig.WorkDir, "creds.txt"), $"alice\n{password}\n");
+        await rig.StartServerAsync(new Dictionary<string, string> { ["check.sh"] = CheckScript });
+        return rig;
+    }
+
+    [RequiresFact(Requirement.Root, Requirement.Tun, Requirement.OpenVpn)]
+    public async Task UserPassFromFileIsAccepted()
+    {
+        await using var rig = await StartWithUserPassAsync("s3cret pw");
+        rig.StartClient();
+        await rig.WaitClientConnectedAsync();
+        Assert.Equal(0, (await TrafficCheck.PingAsync(rig.Cli, ClientRig.ServerVpn, count: 2)).Loss);
+    }
+
+    [RequiresFact(Requirement.Root, Requirement.Tun, Requirement.OpenVpn)]
+    public async Task WrongPasswordEndsWithAuthFailed()
+    {
+        await using var rig = await StartWithUserPassAsync("wrong");
+        var client = rig.StartClient();
+        Assert.True(await client.WaitForExitAsync(TimeSpan.FromSeconds(40)), rig.Logs());
+        Assert.Equal(1, client.ExitCode);
+        Assert.Contains(client.Lines, l => l.Contains("AUTH_FAILED", StringComparison.Ordinal));
+    }
+
+    [RequiresFact(Requirement.Root, Requirement.Tun, Requirement.OpenVpn)]
+    public async Task VerifyX509NameMismatchRefusesServer()
+    {
+        await using var rig = ClientRig.Create(new Scenario(ExtraProfile: "verify-x509-name not-the-server name\n"));
+        await rig.StartServerAsync();
+        var client = rig.StartClient();
+        Assert.True(await client.WaitForExitAsync(TimeSpan.FromSeconds(40)), rig.Logs());
+        Assert.Equal(1, client.ExitCode);
+        Assert.Contains(client.Lines, l => l.Contains("verify-x509-name", StringComparison.Ordinal));
+        Assert.DoesNotContain(client.Lines, l => l.Contains("Initialization Sequence Completed", StringComparison.Ordinal));
+    }
+
+    [RequiresFact(Requirement.Root, Requirement.Tun, Requirement.OpenVpn)]
+    public async Task PullFilterIgnoresPushedRoute()
+    {
+        const string push = "push \"route 10.99.0.0 255.255.0.0\"\npush \"route 10.98.0.0 255.255.0.0\"\n";
+        await using var rig = ClientRig.Create(new Scenario(ExtraServer: push, ExtraProfile: "pull-filter ignore \"route 10.99.\"\n"));
+        await rig.StartServerAsync();
+        rig.StartClient();
+        await rig.WaitClientConnectedAsync();
+        string routes = rig.Cli.ExecChecked("ip", "route", "show").Stdout;
+        Assert.Contains("10.98.0.0/16 dev ovpnc", routes, StringComparison.Ordinal);
+        Assert.DoesNotContain("10.99.0.0", routes, StringComparison.Ordinal);
+    }
+
+    [RequiresFact(Requirement.Root, Requirement.Tun, Requirement.OpenVpn)]
+    public async Task ClientInitiatedRenegotiation()
+    {
+        await using var rig = ClientRig.Create(new Scenario(ExtraProfile: "reneg-sec 5\n"));
+        await rig.StartServerAsync();
+        rig.StartClient();
+        await rig.WaitClientConnectedAsync();
+        // Keep data flowing until our second renegotiation completed (bounded).
+        var until = DateTime.UtcNow.AddSeconds(40);
+        while (DateTime.UtcNow < until && !rig.Client!.Lines.Any(l => l.Contains("key-id 2 is now primary", StringComparison.Ordinal)))
+        {
+            Assert.Equal(1 << 20, (await TrafficCheck.TransferAsync(rig.Cli, rig.Srv, ClientRig.ServerVpn, 1 << 20, TimeSpan.FromSeconds(30))).Bytes);
+        }
+
+        Assert.True(rig.Client!.Lines.Any(l => l.Contains("starting renegotiation (reneg-sec 5), key-id 1", StringComparison.Ordinal)), rig.Logs());
+        Assert.True(rig.Client.Lines.Any(l => l.Contains("key-id 2 is now primary", StringComparison.Ordinal)), rig.Logs());
+        Assert.Equal(0, (await TrafficCheck.PingAsync(rig.Cli, ClientRig.ServerVpn, count: 3)).Loss);
+    }
+}
