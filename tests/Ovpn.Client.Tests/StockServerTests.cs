@@ -86,6 +86,24 @@ public sealed class StockServerLifecycleTests
     }
 
     [RequiresFact(Requirement.Root, Requirement.Tun, Requirement.OpenVpn)]
+    public async Task PingRestartAfterNetworkDropReconnects()
+    {
+        await using var rig = ClientRig.Create(new Scenario());
+        await rig.StartServerAsync();
+        rig.StartClient();
+        await rig.WaitClientConnectedAsync();
+        int mark = rig.Client!.LineCount;
+        // Pushed ping-restart is 10 s (keepalive 2 10): a 13 s outage must trigger it.
+        rig.Cli.ExecChecked("ip", "link", "set", rig.Cli.VethName!, "down");
+        await rig.Client.WaitForLineAsync(new System.Text.RegularExpressions.Regex("ping-restart"), TimeSpan.FromSeconds(20), mark);
+        await Task.Delay(1000);
+        rig.Cli.ExecChecked("ip", "link", "set", rig.Cli.VethName!, "up");
+        await rig.WaitClientConnectedAsync(fromLine: mark, seconds: 60);
+        var ping = await TrafficCheck.PingAsync(rig.Cli, ClientRig.ServerVpn, count: 3);
+        Assert.True(ping.Loss == 0, $"ping after network drop: loss {ping.Loss}\n{rig.Logs()}");
+    }
+
+    [RequiresFact(Requirement.Root, Requirement.Tun, Requirement.OpenVpn)]
     public async Task SigtermSendsExitAndRemovesTun()
     {
         await using var rig = ClientRig.Create(new Scenario());

@@ -309,12 +309,20 @@ public sealed class ClientConnection
                 // The server's reset is in: now the TLS handshake may start. Its first record (the
                 // ClientHello) then carries the ACK for the reset, which 2.6 UDP servers need to
                 // create their session (HMAC cookie, protocol notes 5.2).
+                if (k.KeyId == 0)
+                {
+                    k.HoldAcksUntilMs = NowMs + AckHoldMs;
+                }
+
                 StartTls(k);
             }
         }
 
         PumpTlsOutput(k);
     }
+
+    /// <summary>How long the ACK of the server's hard reset waits for the ClientHello to ride on.</summary>
+    private const long AckHoldMs = 500;
 
     private static int NextKeyId(int k) => k >= 7 ? 1 : k + 1;
 
@@ -868,13 +876,19 @@ public sealed class ClientConnection
                 continue;
             }
 
-            if (k.InitiatedByUs && k.Ssl is null && k.Rel.AllAcked && _haveServerSid)
+            PumpTlsOutput(k);
+            if (k.HoldAcksUntilMs != 0)
             {
-                // Our soft reset was acked; the server's own soft reset may come first or later,
-                // TLS starts once it is read from the reliability layer (OnWire).
+                // Only ACKs to send: keep them for the ClientHello (first packet after the server
+                // reset carries the ACK, like OpenVPN's client), unless TLS takes too long.
+                if (k.Rel.AllAcked && now < k.HoldAcksUntilMs)
+                {
+                    continue;
+                }
+
+                k.HoldAcksUntilMs = 0;
             }
 
-            PumpTlsOutput(k);
             int guard = 0;
             while (guard++ < 64 && k.Rel.TryGetPacketToSend(now, out var p) && p is not null)
             {
@@ -918,6 +932,7 @@ public sealed class ClientConnection
         public bool SwapPending;
         public bool InitiatedByUs;
         public long OwnKeyDoneMs;
+        public long HoldAcksUntilMs;
         public string? AuthFailure;
         public bool Disposed;
 
