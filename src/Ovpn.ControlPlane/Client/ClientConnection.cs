@@ -29,7 +29,11 @@ public enum ClientExitKind
     Stopped,
 }
 
-public sealed record ClientExit(ClientExitKind Kind, string Reason);
+public sealed record ClientExit(ClientExitKind Kind, string Reason)
+{
+    /// <summary>The server asked to try the next remote (RESTART with flag N).</summary>
+    public bool AdvanceRemote { get; init; }
+}
 
 /// <summary>What the server pushed, after pull-filter.</summary>
 public sealed record PushedConfig(
@@ -155,9 +159,8 @@ public sealed class ClientConnection
         _ = Task.Run(RunAsync);
         Post(() =>
         {
-            var k = CreateKeyState(0, Opcode.ControlHardResetClientV2);
+            CreateKeyState(0, Opcode.ControlHardResetClientV2);
             Log.Info("client", $"connecting to {_remote} (session {OwnSessionId:x16})");
-            _ = k;
         });
     }
 
@@ -166,6 +169,9 @@ public sealed class ClientConnection
     public void PostPacket(byte[] wire) => Post(() => OnWire(wire));
 
     public void PostTick() => Post(OnTick);
+
+    /// <summary>Starts a renegotiation (data packet-id close to wrapping), if none is running.</summary>
+    public void PostRenegotiate(string why) => Post(() => StartRenegotiation(why));
 
     /// <summary>Ends the attempt from outside (network error, ping-restart, user stop).</summary>
     public void PostStop(ClientExitKind kind, string reason) => Post(() => Finish(kind, reason));
@@ -694,7 +700,10 @@ public sealed class ClientConnection
         else if (msg.StartsWith("RESTART", StringComparison.Ordinal))
         {
             Log.Info("client", $"server sent {msg}: reconnecting");
-            Finish(ClientExitKind.Restart, "server restart");
+            // "RESTART,[flags]text": N = advance to the next remote.
+            bool next = msg.StartsWith("RESTART,[", StringComparison.Ordinal) && msg.IndexOf(']', StringComparison.Ordinal) is int end and > 0 &&
+                msg.AsSpan(9, end - 9).Contains('N');
+            Finish(ClientExitKind.Restart, "server restart", advanceRemote: next);
         }
         else if (msg.StartsWith("HALT", StringComparison.Ordinal))
         {
@@ -755,6 +764,12 @@ public sealed class ClientConnection
         {
             var keys = DataChannelKeys.FromKey2(key2, cfg.Cipher, isServer: false);
             _dataPath.Establish(cfg, ToKeyConfig(0, KeySlot.Primary, keys));
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            // No TUN (not root, no /dev/net/tun...) will not get better by reconnecting.
+            Finish(ClientExitKind.Fatal, $"cannot set up the tunnel: {e.Message}");
+            return;
         }
         finally
         {
@@ -850,14 +865,22 @@ public sealed class ClientConnection
             }
         }
 
-        if (Established && _profile.RenegSeconds > 0 && _primaryKeyId >= 0 && _latestKeyId == _primaryKeyId &&
-            now - _primarySinceMs > _profile.RenegSeconds * 1000L)
+        if (_profile.RenegSeconds > 0 && now - _primarySinceMs > _profile.RenegSeconds * 1000L)
         {
-            int next = NextKeyId(_latestKeyId);
-            Log.Info("client", $"starting renegotiation (reneg-sec {_profile.RenegSeconds}), key-id {next}");
-            var k = CreateKeyState(next, Opcode.ControlSoftResetV1);
-            k.InitiatedByUs = true;
+            StartRenegotiation($"reneg-sec {_profile.RenegSeconds}");
         }
+    }
+
+    private void StartRenegotiation(string why)
+    {
+        if (!Established || _primaryKeyId < 0 || _latestKeyId != _primaryKeyId)
+        {
+            return;
+        }
+
+        int next = NextKeyId(_latestKeyId);
+        Log.Info("client", $"starting renegotiation ({why}), key-id {next}");
+        CreateKeyState(next, Opcode.ControlSoftResetV1);
     }
 
     private void Flush()
@@ -897,7 +920,7 @@ public sealed class ClientConnection
         }
     }
 
-    private void Finish(ClientExitKind kind, string reason)
+    private void Finish(ClientExitKind kind, string reason, bool advanceRemote = false)
     {
         if (_closed)
         {
@@ -912,7 +935,7 @@ public sealed class ClientConnection
         }
 
         _inbox.Writer.TryComplete();
-        _done.TrySetResult(new ClientExit(kind, reason));
+        _done.TrySetResult(new ClientExit(kind, reason) { AdvanceRemote = advanceRemote });
     }
 
     private sealed class KeyCtx(int keyId, ReliableLayer rel, long startedMs) : IDisposable
@@ -930,7 +953,6 @@ public sealed class ClientConnection
         public bool PushPhase;
         public bool DataKeysReady;
         public bool SwapPending;
-        public bool InitiatedByUs;
         public long OwnKeyDoneMs;
         public long HoldAcksUntilMs;
         public string? AuthFailure;

@@ -107,9 +107,9 @@ public sealed class VpnClient : IClientDataPath
             _reconnects++;
             bool wasUp = _lastAttemptEstablished;
             failures = wasUp ? 0 : failures + 1;
-            if (!wasUp)
+            if (!wasUp || exit.AdvanceRemote)
             {
-                index++; // advance to the next remote only when this one did not work
+                index++; // advance to the next remote when this one did not work, or when told to
             }
 
             if (_profile.ConnectRetryMax is { } max && failures >= max * remotes.Count)
@@ -500,7 +500,7 @@ public sealed class VpnClient : IClientDataPath
         }
 
         public void OnKeyRenegotiationDue(uint peerId, int keyId) =>
-            Log.Warn("client", "data packet-id near wrap; waiting for the server to renegotiate");
+            client._conn?.PostRenegotiate("data packet-id near wrap");
 
         public void OnControlPacket(ILinkTransport link, ReadOnlySpan<byte> packet) => client._conn?.PostPacket(packet.ToArray());
 
