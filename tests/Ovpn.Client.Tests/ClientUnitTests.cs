@@ -130,6 +130,9 @@ public sealed class ClientProfileTests
     [InlineData("mssfix 1400", "mssfix", false)]
     [InlineData("block-outside-dns", "block-outside-dns", false)]
     [InlineData("ignore-unknown-option frobnicate\nfrobnicate 1", "frobnicate", false)]
+    [InlineData("remote-cert-eku \"TLS Web Server Authentication\"", "remote-cert-eku", true)]
+    [InlineData("tls-version-min 1.1", "tls-version-min", false)]
+    [InlineData("auth-retry interact", "auth-retry", false)]
     public void ReportsUnsupportedDirectivesByName(string line, string directive, bool isError)
     {
         var p = ClientProfile.Parse(Minimal(line), "/");

@@ -86,6 +86,19 @@ public sealed class StockServerLifecycleTests
     }
 
     [RequiresFact(Requirement.Root, Requirement.Tun, Requirement.OpenVpn)]
+    public async Task FailsOverToTheNextRemote()
+    {
+        await using var rig = ClientRig.Create(new Scenario());
+        await rig.StartServerAsync();
+        string profile = rig.Profile().Replace($"remote {ClientRig.ServerLink} 1194",
+            $"remote {ClientRig.ServerLink} 1195\nremote {ClientRig.ServerLink} 1194\nserver-poll-timeout 3", StringComparison.Ordinal);
+        rig.StartClient(profile);
+        await rig.WaitClientConnectedAsync(seconds: 30);
+        Assert.Contains(rig.Client!.Lines, l => l.Contains($"no answer from udp:{ClientRig.ServerLink}:1195 within 3 s", StringComparison.Ordinal));
+        Assert.Contains(rig.Client.Lines, l => l.Contains($"connected to udp:{ClientRig.ServerLink}:1194", StringComparison.Ordinal));
+    }
+
+    [RequiresFact(Requirement.Root, Requirement.Tun, Requirement.OpenVpn)]
     public async Task PingRestartAfterNetworkDropReconnects()
     {
         await using var rig = ClientRig.Create(new Scenario());

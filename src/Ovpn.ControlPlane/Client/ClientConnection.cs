@@ -371,7 +371,7 @@ public sealed class ClientConnection
             TargetHost = System.Net.IPAddress.TryParse(_remote.Host, out _) ? "" : _remote.Host,
             ClientCertificates = _clientCert is null ? null : [_clientCert],
             LocalCertificateSelectionCallback = _clientCert is null ? null : (_, _, _, _, _) => _clientCert,
-            EnabledSslProtocols = SslProtocols.Tls12 | SslProtocols.Tls13,
+            EnabledSslProtocols = _profile.MinTls13 ? SslProtocols.Tls13 : SslProtocols.Tls12 | SslProtocols.Tls13,
             CertificateRevocationCheckMode = X509RevocationMode.NoCheck,
             AllowRenegotiation = false,
             RemoteCertificateValidationCallback = (_, cert, chain, _) =>

@@ -54,6 +54,7 @@ public sealed class ClientProfile
     public int RenegSeconds { get; private set; } = 3600;
     public int HandWindowSeconds { get; private set; } = 60;
     public int ServerPollTimeoutSeconds { get; private set; } = 20;
+    public bool MinTls13 { get; private set; }
     public int ConnectRetrySeconds { get; private set; } = 1;
     public int ConnectRetryMaxSeconds { get; private set; } = 30;
     public int? ConnectRetryMax { get; private set; }
@@ -69,8 +70,7 @@ public sealed class ClientProfile
     private static readonly HashSet<string> Harmless = new(StringComparer.Ordinal)
     {
         "nobind", "persist-key", "persist-tun", "resolv-retry", "auth-nocache", "tls-client", "verb", "mute",
-        "mute-replay-warnings", "float", "remote-cert-eku", "tls-version-min", "auth-retry", "setenv",
-        "push-peer-info", "server-poll-timeout", "connect-timeout", "allow-recursive-routing",
+        "mute-replay-warnings", "float", "setenv", "allow-recursive-routing",
     };
 
     // Not implemented, but a connection still works as the user expects (a warning).
@@ -80,8 +80,8 @@ public sealed class ClientProfile
         "route-pre-down", "block-outside-dns", "dhcp-option", "route-delay", "route-method", "ping-timer-rem",
         "tls-cipher", "tls-ciphersuites", "tls-groups", "reneg-bytes", "reneg-pkts", "tran-window", "redirect-gateway",
         "route", "route-ipv6", "ifconfig-ipv6", "dns", "ignore-unknown-option", "status", "log", "log-append",
-        "management", "machine-readable-output", "ncp-disable", "route-nopull", "inactive", "ping-exit", "pull-filter-ignored",
-        "dev-node", "txqueuelen", "tun-ipv6", "ca-path", "capath", "auth-token-user", "static-challenge", "setenv-safe",
+        "management", "machine-readable-output", "ncp-disable", "route-nopull", "inactive", "ping-exit",
+        "dev-node", "txqueuelen", "tun-ipv6", "auth-token-user", "static-challenge", "setenv-safe", "push-peer-info",
     };
 
     /// <summary>Parses <paramref name="text"/>; file references are resolved against <paramref name="baseDir"/>.</summary>
@@ -311,6 +311,29 @@ public sealed class ClientProfile
                     case "reneg-sec":
                         RenegSeconds = int.Parse(Arg(1), System.Globalization.CultureInfo.InvariantCulture);
                         break;
+                    case "server-poll-timeout":
+                    case "connect-timeout":
+                        ServerPollTimeoutSeconds = int.Parse(Arg(1), System.Globalization.CultureInfo.InvariantCulture);
+                        break;
+                    case "tls-version-min":
+                        MinTls13 = Arg(1) == "1.3";
+                        if (Arg(1) is not ("1.0" or "1.1" or "1.2" or "1.3"))
+                        {
+                            Error(lineNo, d, $"'{Arg(1)}' unknown");
+                        }
+                        else if (Arg(1) is "1.0" or "1.1")
+                        {
+                            Warn(lineNo, d, $"{Arg(1)}: this client never goes below TLS 1.2");
+                        }
+
+                        break;
+                    case "auth-retry":
+                        if (Arg(1) != "none")
+                        {
+                            Warn(lineNo, d, $"'{Arg(1)}' not implemented: AUTH_FAILED ends the client (auth-retry none)");
+                        }
+
+                        break;
                     case "hand-window":
                         HandWindowSeconds = int.Parse(Arg(1), System.Globalization.CultureInfo.InvariantCulture);
                         break;
@@ -367,6 +390,11 @@ public sealed class ClientProfile
                     case "extra-certs":
                     case "x509-username-field":
                     case "auth-user-pass-verify":
+                    case "remote-cert-eku":
+                    case "remote-cert-ku":
+                    case "capath":
+                    case "ca-path":
+                    case "tls-version-max":
                         Error(lineNo, d, "not supported by this client");
                         break;
                     default:
