@@ -155,7 +155,30 @@ public static class ConnectCommand
                     tun.SetUp();
                 }
 
-                foreach (var (net, prefix) in s.Routes)
+                if (s.Address6 is { } a6)
+                {
+                    tun.AddAddress(a6, s.Prefix6);
+                }
+
+                if (s.RedirectGatewayServer is { } server && !IPAddress.IsLoopback(server))
+                {
+                    // Keep the tunnel's own packets on the current path before the def1 halves win.
+                    string? via = CurrentRoute(server);
+                    if (via is not null && Ip(["route", "replace", $"{server}/32", .. via.Split(' ', StringSplitOptions.RemoveEmptyEntries)]))
+                    {
+                        routes.Add($"{server}/32");
+                    }
+
+                    foreach (var half in new[] { "0.0.0.0/1", "128.0.0.0/1" })
+                    {
+                        if (Ip("route", "replace", half, "dev", tun.Name))
+                        {
+                            routes.Add(half);
+                        }
+                    }
+                }
+
+                foreach (var (net, prefix) in s.Routes.Concat(s.Routes6))
                 {
                     string cidr = $"{net}/{prefix}";
                     if (Ip("route", "replace", cidr, "dev", tun.Name))
@@ -171,6 +194,33 @@ public static class ConnectCommand
             }
 
             return new Adapter(tun, routes);
+        }
+
+        /// <summary>"via GW dev IF" / "dev IF" of the route the kernel uses now for <paramref name="dst"/>.</summary>
+        private static string? CurrentRoute(IPAddress dst)
+        {
+            var psi = new ProcessStartInfo("ip") { RedirectStandardError = true, RedirectStandardOutput = true };
+            foreach (var a in new[] { "-o", "route", "get", dst.ToString() })
+            {
+                psi.ArgumentList.Add(a);
+            }
+
+            using var p = Process.Start(psi)!;
+            string output = p.StandardOutput.ReadToEnd();
+            p.StandardError.ReadToEnd();
+            if (!p.WaitForExit(5000) || p.ExitCode != 0)
+            {
+                return null;
+            }
+
+            var t = output.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+            int via = Array.IndexOf(t, "via"), dev = Array.IndexOf(t, "dev");
+            if (dev < 0 || dev + 1 >= t.Length)
+            {
+                return null;
+            }
+
+            return via >= 0 && via + 1 < t.Length ? $"via {t[via + 1]} dev {t[dev + 1]}" : $"dev {t[dev + 1]}";
         }
 
         internal static bool Ip(params string[] args)
@@ -213,8 +263,9 @@ public static class ConnectCommand
         {
             foreach (var r in routes)
             {
-                // The kernel drops a device's routes with it; removing them first keeps that explicit.
-                LinuxClientTunFactory.Ip("route", "del", r, "dev", tun.Name);
+                // The kernel drops a device's routes with it; removing them first keeps that explicit
+                // (and removes the server host route, which is on another device).
+                LinuxClientTunFactory.Ip("route", "del", r);
             }
 
             tun.Dispose();

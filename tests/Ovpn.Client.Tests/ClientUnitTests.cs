@@ -225,6 +225,18 @@ public sealed class PushedOptionsTests
     }
 
     [Fact]
+    public void AppliesIpv6AndRedirectGateway()
+    {
+        var opts = PushReplyParser.Parse("PUSH_REPLY,tun-ipv6,ifconfig-ipv6 fd00:8::1000/64 fd00:8::1,route-ipv6 fd00:9::/48," +
+            "redirect-gateway def1 bypass-dhcp,topology subnet,ifconfig 10.8.0.2 255.255.255.0,cipher AES-256-GCM");
+        Assert.True(PushedOptions.TryApply(opts, Profile(), out var cfg, out var err), err);
+        Assert.Equal(IPAddress.Parse("fd00:8::1000"), cfg!.Address6);
+        Assert.Equal(64, cfg.Prefix6);
+        Assert.Equal((IPAddress.Parse("fd00:9::"), 48), Assert.Single(cfg.Routes6));
+        Assert.True(cfg.RedirectGateway);
+    }
+
+    [Fact]
     public void Net30GivesPointToPointPeer()
     {
         var opts = PushReplyParser.Parse("PUSH_REPLY,topology net30,ifconfig 10.8.0.6 10.8.0.5,cipher AES-256-GCM");

@@ -212,3 +212,44 @@ public sealed class StockServerAuthTests
         Assert.Equal(0, (await TrafficCheck.PingAsync(rig.Cli, ClientRig.ServerVpn, count: 3)).Loss);
     }
 }
+
+public sealed class StockServerRoutingTests
+{
+    [RequiresFact(Requirement.Root, Requirement.Tun, Requirement.OpenVpn)]
+    public async Task Ipv6InsideTheTunnel()
+    {
+        await using var rig = ClientRig.Create(new Scenario(ExtraServer: "server-ipv6 fd00:8::/64\n"));
+        await rig.StartServerAsync();
+        rig.StartClient();
+        await rig.WaitClientConnectedAsync();
+        Assert.Contains("fd00:8::", rig.Cli.ExecChecked("ip", "-6", "addr", "show").Stdout, StringComparison.Ordinal);
+        var ping = await TrafficCheck.PingAsync(rig.Cli, IPAddress.Parse("fd00:8::1"), count: 3);
+        Assert.True(ping.Loss == 0, $"ping6 loss {ping.Loss}\n{ping.Output}\n{rig.Logs()}");
+        var t = await TrafficCheck.TransferAsync(rig.Cli, rig.Srv, IPAddress.Parse("fd00:8::1"), 1 << 20, TimeSpan.FromSeconds(30));
+        Assert.Equal(1 << 20, t.Bytes);
+    }
+
+    [RequiresFact(Requirement.Root, Requirement.Tun, Requirement.OpenVpn)]
+    public async Task RedirectGatewaySendsEverythingThroughTheTunnel()
+    {
+        await using var rig = ClientRig.Create(new Scenario(ExtraServer: "push \"redirect-gateway def1\"\n"));
+        // An address only the server side has: reachable from the client only through the tunnel.
+        rig.Srv.ExecChecked("ip", "addr", "add", "192.0.2.1/32", "dev", "lo");
+        await rig.StartServerAsync();
+        rig.StartClient();
+        await rig.WaitClientConnectedAsync();
+        string routes = rig.Cli.ExecChecked("ip", "route", "show").Stdout;
+        Assert.Contains("0.0.0.0/1 dev ovpnc", routes, StringComparison.Ordinal);
+        Assert.Contains("128.0.0.0/1 dev ovpnc", routes, StringComparison.Ordinal);
+        var ping = await TrafficCheck.PingAsync(rig.Cli, IPAddress.Parse("192.0.2.1"), count: 3);
+        Assert.True(ping.Loss == 0, $"loss {ping.Loss}\n{routes}\n{rig.Logs()}");
+        // The tunnel itself still works (server host route kept on the veth).
+        Assert.Equal(0, (await TrafficCheck.PingAsync(rig.Cli, ClientRig.ServerVpn, count: 2)).Loss);
+
+        rig.Client!.Signal(Ovpn.Platform.Linux.LinuxProcess.SIGTERM);
+        Assert.True(await rig.Client.WaitForExitAsync(TimeSpan.FromSeconds(15)));
+        string after = rig.Cli.ExecChecked("ip", "route", "show").Stdout;
+        Assert.DoesNotContain("0.0.0.0/1", after, StringComparison.Ordinal);
+        Assert.DoesNotContain($"{ClientRig.ServerLink} ", after, StringComparison.Ordinal);
+    }
+}

@@ -39,7 +39,19 @@ public sealed record ClientExit(ClientExitKind Kind, string Reason)
 public sealed record PushedConfig(
     IReadOnlyList<PushOption> Options, System.Net.IPAddress Address, int PrefixLength, System.Net.IPAddress? PeerAddress,
     uint? PeerId, DataCipher Cipher, int? Ping, int? PingRestart, int? TunMtu, bool CcExit, int ExplicitExitNotify,
-    IReadOnlyList<(System.Net.IPAddress Net, int Prefix)> Routes, string Topology);
+    IReadOnlyList<(System.Net.IPAddress Net, int Prefix)> Routes, string Topology)
+{
+    /// <summary>ifconfig-ipv6 address and prefix, if pushed.</summary>
+    public System.Net.IPAddress? Address6 { get; init; }
+
+    public int Prefix6 { get; init; } = 64;
+
+    /// <summary>route-ipv6 entries (and the ifconfig-ipv6 network).</summary>
+    public IReadOnlyList<(System.Net.IPAddress Net, int Prefix)> Routes6 { get; init; } = [];
+
+    /// <summary>redirect-gateway: all IPv4 traffic (def1 halves) into the tunnel.</summary>
+    public bool RedirectGateway { get; init; }
+}
 
 /// <summary>The side of the client that owns the data path (TUN, data plane); called from the connection's loop.</summary>
 internal interface IClientDataPath

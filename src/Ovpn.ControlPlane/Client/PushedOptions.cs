@@ -29,6 +29,10 @@ public static class PushedOptions
         string topology = "net30";
         IPAddress? mask = null;
         var routes = new List<(IPAddress, int)>();
+        var routes6 = new List<(IPAddress, int)>();
+        IPAddress? addr6 = null;
+        int prefix6 = 64;
+        bool redirect = false;
         foreach (var o in options)
         {
             var a = o.Args;
@@ -119,9 +123,25 @@ public static class PushedOptions
                     case "auth-token":
                     case "auth-token-user":
                         break; // kept by the connection for renegotiation
-                    case "redirect-gateway":
-                    case "route-ipv6":
                     case "ifconfig-ipv6":
+                        var (a6, p6) = ParseCidr6(A(0));
+                        addr6 = a6;
+                        prefix6 = p6;
+                        break;
+                    case "route-ipv6":
+                        routes6.Add(ParseCidr6(A(0)));
+                        break;
+                    case "redirect-gateway":
+                        redirect = true;
+                        foreach (var f in a)
+                        {
+                            if (f is "ipv6" or "!ipv4" or "local")
+                            {
+                                Log.Warn("client", $"redirect-gateway flag '{f}' not supported; IPv4 def1 routes only");
+                            }
+                        }
+
+                        break;
                     case "block-outside-dns":
                     case "inactive":
                     case "ping-exit":
@@ -177,8 +197,32 @@ public static class PushedOptions
             return false;
         }
 
-        config = new PushedConfig(options, addr, prefix, peer, peerId, cipher, ping, pingRestart, tunMtu, ccExit, een, routes, topology);
+        config = new PushedConfig(options, addr, prefix, peer, peerId, cipher, ping, pingRestart, tunMtu, ccExit, een, routes, topology)
+        {
+            Address6 = addr6,
+            Prefix6 = prefix6,
+            Routes6 = routes6,
+            RedirectGateway = redirect,
+        };
         return true;
+    }
+
+    private static (IPAddress, int) ParseCidr6(string s)
+    {
+        int slash = s.IndexOf('/', StringComparison.Ordinal);
+        var ip = IPAddress.Parse(slash < 0 ? s : s[..slash]);
+        if (ip.AddressFamily != AddressFamily.InterNetworkV6)
+        {
+            throw new FormatException($"'{s}' is not an IPv6 address");
+        }
+
+        int bits = slash < 0 ? 128 : int.Parse(s[(slash + 1)..], CultureInfo.InvariantCulture);
+        if (bits is < 0 or > 128)
+        {
+            throw new FormatException($"'{s}': bad prefix length");
+        }
+
+        return (ip, bits);
     }
 
     internal static bool IsNetmask(IPAddress a)

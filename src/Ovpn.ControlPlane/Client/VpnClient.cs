@@ -13,7 +13,18 @@ namespace Ovpn.ControlPlane.Client;
 
 /// <summary>What the client asks of the platform for its tunnel.</summary>
 public sealed record ClientTunSettings(IPAddress Address, int PrefixLength, IPAddress? PeerAddress, int Mtu,
-    IReadOnlyList<(IPAddress Net, int Prefix)> Routes);
+    IReadOnlyList<(IPAddress Net, int Prefix)> Routes)
+{
+    public IPAddress? Address6 { get; init; }
+
+    public int Prefix6 { get; init; }
+
+    public IReadOnlyList<(IPAddress Net, int Prefix)> Routes6 { get; init; } = [];
+
+    /// <summary>redirect-gateway def1: 0.0.0.0/1 and 128.0.0.0/1 into the tunnel, the server itself
+    /// kept on its current path (host route).</summary>
+    public IPAddress? RedirectGatewayServer { get; init; }
+}
 
 /// <summary>Port: creates the client's TUN device with address, MTU and routes. Disposing the
 /// returned device removes its routes and the device.</summary>
@@ -371,10 +382,16 @@ public sealed class VpnClient : IClientDataPath
     void IClientDataPath.Establish(PushedConfig config, KeyConfig firstKey)
     {
         int mtu = config.TunMtu ?? _profile.TunMtu;
-        var tun = _tunFactory.Create(new ClientTunSettings(config.Address, config.PrefixLength, config.PeerAddress, mtu, config.Routes));
+        var tun = _tunFactory.Create(new ClientTunSettings(config.Address, config.PrefixLength, config.PeerAddress, mtu, config.Routes)
+        {
+            Address6 = config.Address6,
+            Prefix6 = config.Prefix6,
+            Routes6 = config.Routes6,
+            RedirectGatewayServer = config.RedirectGateway && _link!.Remote is IPEndPoint rep ? rep.Address : null,
+        });
         var dp = new ManagedDataPlane(tun, new Events(this)) { ClientMode = true };
         uint peerId = config.PeerId ?? 0;
-        dp.NewPeer(new PeerConfig(peerId, _link!, config.Address, null) { DataV2 = config.PeerId is not null });
+        dp.NewPeer(new PeerConfig(peerId, _link!, config.Address, config.Address6) { DataV2 = config.PeerId is not null });
         if (config.Ping is { } ping || config.PingRestart is not null)
         {
             dp.SetPeer(peerId, TimeSpan.FromSeconds(config.Ping ?? 0), TimeSpan.FromSeconds(config.PingRestart ?? 0));
@@ -395,7 +412,9 @@ public sealed class VpnClient : IClientDataPath
             Log.Debug("client", $"pushed: {o}");
         }
 
-        Log.Info("client", $"TUN {tun.Name} up: {config.Address}/{config.PrefixLength}, mtu {mtu}, {config.Routes.Count} route(s)" +
+        Log.Info("client", $"TUN {tun.Name} up: {config.Address}/{config.PrefixLength}" +
+            $"{(config.Address6 is { } a6 ? $", {a6}/{config.Prefix6}" : "")}, mtu {mtu}, {config.Routes.Count + config.Routes6.Count} route(s)" +
+            $"{(config.RedirectGateway ? ", redirect-gateway" : "")}" +
             $"{(config.Ping is { } p ? $", ping {p}" : "")}{(config.PingRestart is { } r ? $", ping-restart {r}" : "")}");
         SetState("connected", null);
         Connected?.Invoke(config);
