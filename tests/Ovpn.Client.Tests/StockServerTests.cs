@@ -253,3 +253,24 @@ public sealed class StockServerRoutingTests
         Assert.DoesNotContain($"{ClientRig.ServerLink} ", after, StringComparison.Ordinal);
     }
 }
+
+public sealed class StockServerIpv6TransportTests
+{
+    [RequiresTheory(Requirement.Root, Requirement.Tun, Requirement.OpenVpn)]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task ConnectsOverIpv6(bool tcp)
+    {
+        await using var rig = ClientRig.Create(new Scenario(Tcp: tcp, ExtraServer: tcp ? "proto tcp6-server\n" : "proto udp6\n"));
+        rig.Srv.ExecChecked("ip", "-6", "addr", "add", "fd77::1/64", "dev", rig.Srv.VethName!, "nodad");
+        rig.Cli.ExecChecked("ip", "-6", "addr", "add", "fd77::2/64", "dev", rig.Cli.VethName!, "nodad");
+        await rig.StartServerAsync();
+        string profile = rig.Profile().Replace($"remote {ClientRig.ServerLink} 1194", "remote fd77::1 1194", StringComparison.Ordinal)
+            .Replace(tcp ? "proto tcp" : "proto udp", tcp ? "proto tcp6" : "proto udp6", StringComparison.Ordinal);
+        rig.StartClient(profile);
+        await rig.WaitClientConnectedAsync();
+        Assert.Contains(rig.Client!.Lines, l => l.Contains($"connected to {(tcp ? "tcp" : "udp")}:fd77::1:1194", StringComparison.Ordinal));
+        var t = await TrafficCheck.TransferAsync(rig.Cli, rig.Srv, ClientRig.ServerVpn, 2 << 20, TimeSpan.FromSeconds(30));
+        Assert.Equal(2 << 20, t.Bytes);
+    }
+}
