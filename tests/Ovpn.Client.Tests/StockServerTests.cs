@@ -116,10 +116,12 @@ public sealed class StockServerLifecycleTests
         Assert.True(ping.Loss == 0, $"ping after network drop: loss {ping.Loss}\n{rig.Logs()}");
     }
 
-    [RequiresFact(Requirement.Root, Requirement.Tun, Requirement.OpenVpn)]
-    public async Task SigtermSendsExitAndRemovesTun()
+    [RequiresTheory(Requirement.Root, Requirement.Tun, Requirement.OpenVpn)]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task SigtermSendsExitAndRemovesTun(bool tcp)
     {
-        await using var rig = ClientRig.Create(new Scenario());
+        await using var rig = ClientRig.Create(new Scenario(Tcp: tcp));
         await rig.StartServerAsync();
         rig.StartClient();
         await rig.WaitClientConnectedAsync();
@@ -131,7 +133,7 @@ public sealed class StockServerLifecycleTests
         Assert.DoesNotContain("ovpnc", rig.Cli.ExecChecked("ip", "-o", "link", "show").Stdout, StringComparison.Ordinal);
         Assert.Contains(rig.Client.Lines, l => l.Contains("sending EXIT", StringComparison.Ordinal));
         // The stock server notices the exit notification at once (not after ping-restart).
-        await rig.Server.WaitForLineAsync(new System.Text.RegularExpressions.Regex("alice.*(exit|EXIT)"), TimeSpan.FromSeconds(10), serverMark);
+        await rig.Server.WaitForLineAsync(new System.Text.RegularExpressions.Regex("alice.*CC-EEN exit message received"), TimeSpan.FromSeconds(10), serverMark);
     }
 }
 

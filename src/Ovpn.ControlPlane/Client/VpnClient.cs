@@ -54,11 +54,12 @@ public sealed class VpnClient : IClientDataPath
     private readonly IClientTunFactory _tunFactory;
     private readonly string? _statusPath;
     private readonly object _gate = new();
-    private ManagedDataPlane? _dp;
-    private ITunDevice? _tun;
-    private ILinkTransport? _link;
-    private PushedConfig? _pushed;
-    private ClientConnection? _conn;
+    private volatile ManagedDataPlane? _dp;
+    private volatile ITunDevice? _tun;
+    private volatile ILinkTransport? _link;
+    private volatile PushedConfig? _pushed;
+    private volatile ClientConnection? _conn;
+    private bool _attemptActive; // guarded by _gate: a late Establish must not outlive its attempt
     private RemoteEndpoint? _remote;
     private int _reconnects;
     private string? _lastError;
@@ -194,6 +195,11 @@ public sealed class VpnClient : IClientDataPath
         }
 
         _link = link;
+        lock (_gate)
+        {
+            _attemptActive = true;
+        }
+
         var conn = new ClientConnection(_profile, remote, link, this);
         _conn = conn;
         var receiver = Task.Run(() => remote.Tcp ? ReceiveTcpAsync(sock, conn, attemptCts.Token) : ReceiveUdpAsync(sock, conn, attemptCts.Token));
@@ -398,11 +404,24 @@ public sealed class VpnClient : IClientDataPath
         }
 
         dp.NewKey(firstKey);
+        bool active;
         lock (_gate)
         {
-            _tun = tun;
-            _dp = dp;
-            _pushed = config;
+            active = _attemptActive;
+            if (active)
+            {
+                _tun = tun;
+                _dp = dp;
+                _pushed = config;
+            }
+        }
+
+        if (!active)
+        {
+            // The attempt ended while the push was being applied.
+            dp.Dispose();
+            tun.Dispose();
+            return;
         }
 
         dp.Start();
@@ -436,6 +455,7 @@ public sealed class VpnClient : IClientDataPath
         ITunDevice? tun;
         lock (_gate)
         {
+            _attemptActive = false;
             dp = _dp;
             tun = _tun;
             _dp = null;
