@@ -330,3 +330,47 @@ public sealed class ServerCertificateCheckTests
         Assert.Equal(ok, r is null);
     }
 }
+
+public sealed class ConnectCommandTests
+{
+    [Fact]
+    public async Task ProfileErrorsStopTheClientBeforeAnyNetworkUse()
+    {
+        var dir = Directory.CreateTempSubdirectory("ovpnt-client-cli-").FullName;
+        try
+        {
+            string profile = Path.Combine(dir, "bad.ovpn");
+            File.WriteAllText(profile, $"client\ndev tun\nremote 127.0.0.1 1\ncomp-lzo no\nfrobnicate 1\nmssfix 1400\n<ca>\n{Certs.CaPem.Trim()}\n</ca>\nauth-user-pass\n");
+            var psi = new System.Diagnostics.ProcessStartInfo("dotnet") { RedirectStandardError = true, RedirectStandardOutput = true, RedirectStandardInput = true };
+            foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "ovpnas.dll"), "connect", profile, "--data-dir", Path.Combine(dir, "d") })
+            {
+                psi.ArgumentList.Add(a);
+            }
+
+            using var p = System.Diagnostics.Process.Start(psi)!;
+            p.StandardInput.Close();
+            var err = p.StandardError.ReadToEndAsync();
+            var output = p.StandardOutput.ReadToEndAsync();
+            using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+            await p.WaitForExitAsync(cts.Token);
+            string all = await err + await output;
+            Assert.NotEqual(0, p.ExitCode);
+            Assert.Contains("comp-lzo", all, StringComparison.Ordinal);
+            Assert.Contains("frobnicate", all, StringComparison.Ordinal);
+            Assert.Contains("mssfix", all, StringComparison.Ordinal); // the warning is reported too
+            Assert.DoesNotContain("connecting to", all, StringComparison.Ordinal);
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+    }
+
+    [Fact]
+    public void StatusWithoutRunningClientSaysSo()
+    {
+        var sw = new StringWriter();
+        Assert.Equal(1, Ovpn.Cli.ConnectCommand.PrintStatus(Path.Combine(Path.GetTempPath(), "ovpnt-client-none-" + Guid.NewGuid()), sw));
+        Assert.Contains("no client running", sw.ToString(), StringComparison.Ordinal);
+    }
+}
