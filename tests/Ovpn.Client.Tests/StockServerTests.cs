@@ -41,10 +41,12 @@ public sealed partial class StockServerTests
 
 public sealed class StockServerLifecycleTests
 {
-    [RequiresFact(Requirement.Root, Requirement.Tun, Requirement.OpenVpn)]
-    public async Task RenegotiatesUnderLoad()
+    [RequiresTheory(Requirement.Root, Requirement.Tun, Requirement.OpenVpn)]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task RenegotiatesUnderLoad(bool tcp)
     {
-        await using var rig = ClientRig.Create(new Scenario(RenegSec: 8));
+        await using var rig = ClientRig.Create(new Scenario(Tcp: tcp, RenegSec: 8));
         await rig.StartServerAsync();
         rig.StartClient();
         await rig.WaitClientConnectedAsync();
@@ -63,6 +65,20 @@ public sealed class StockServerLifecycleTests
         Assert.True(rig.Client!.Lines.Any(l => l.Contains("key-id 1 is now primary", StringComparison.Ordinal)), rig.Logs());
         Assert.True(rig.Client.Lines.Any(l => l.Contains("key-id 2 is now primary", StringComparison.Ordinal)), rig.Logs());
         Assert.True(transfers > 2);
+
+        // No data packet was refused on our side during the key changes (status file of the client).
+        await Task.Delay(1500);
+        using var status = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(rig.DataDir, "client-status.json")));
+        var root = status.RootElement;
+        Assert.Equal("connected", root.GetProperty("state").GetString());
+        Assert.True(root.GetProperty("vpnRxBytes").GetInt64() > 0);
+        if (root.GetProperty("drops").ValueKind == System.Text.Json.JsonValueKind.Object)
+        {
+            foreach (var d in root.GetProperty("drops").EnumerateObject())
+            {
+                Assert.True(d.Name is not ("UnknownKey" or "AuthFailed" or "Replay"), $"client dropped {d.Value} packets: {d.Name}");
+            }
+        }
     }
 
     [RequiresTheory(Requirement.Root, Requirement.Tun, Requirement.OpenVpn)]
