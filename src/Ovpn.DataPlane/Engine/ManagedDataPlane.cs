@@ -640,8 +640,8 @@ public sealed class ManagedDataPlane : IDataPlane
     private sealed class KeyState : IDisposable
     {
         public readonly int KeyId;
-        public readonly AeadCodec Encrypt;
-        public readonly AeadCodec Decrypt;
+        public readonly IDataChannelCodec Encrypt;
+        public readonly IDataChannelCodec Decrypt;
         public readonly object ReceiveLock = new();
         public ReplayWindow Replay;
         public uint NextPacketId = 1;
@@ -651,8 +651,23 @@ public sealed class ManagedDataPlane : IDataPlane
         public KeyState(KeyConfig k)
         {
             KeyId = k.KeyId;
-            Encrypt = new AeadCodec(k.Cipher, k.Encrypt.CipherKey, k.Encrypt.NonceTail);
-            Decrypt = new AeadCodec(k.Cipher, k.Decrypt.CipherKey, k.Decrypt.NonceTail);
+            Encrypt = CreateCodec(k, k.Encrypt);
+            Decrypt = CreateCodec(k, k.Decrypt);
+        }
+
+        private static IDataChannelCodec CreateCodec(KeyConfig k, KeyDirection d)
+        {
+            if (Protocol.Keys.DataCipherNames.IsAead(k.Cipher))
+            {
+                return new AeadCodec(k.Cipher, d.CipherKey, d.NonceTail);
+            }
+
+            if (d.HmacKey is null || k.CbcDigest is not { } digest)
+            {
+                throw new ArgumentException($"CBC key for peer {k.PeerId} lacks its HMAC key or digest");
+            }
+
+            return new CbcHmacCodec(k.Cipher, d.CipherKey, d.HmacKey, digest);
         }
 
         public void Dispose()
