@@ -46,6 +46,14 @@ public sealed class ManagedDataPlane : IDataPlane, ILinkPacketSink
         _time = time ?? TimeProvider.System;
     }
 
+    /// <summary>
+    /// Client ("P2P") mode: the engine has exactly one peer, the server. Every packet read from the
+    /// TUN goes to it (no per-destination routing, IPv6 too), and received packets are not checked
+    /// against the peer's VPN address (the server forwards traffic from anywhere). Server mode is
+    /// unchanged when this is false.
+    /// </summary>
+    public bool ClientMode { get; init; }
+
     public string EngineName => "ovpnas-userspace";
 
     public string EngineVersion => typeof(ManagedDataPlane).Assembly.GetName().Version?.ToString() ?? "0";
@@ -359,7 +367,7 @@ public sealed class ManagedDataPlane : IDataPlane, ILinkPacketSink
         if (version == 4)
         {
             uint src = BinaryPrimitives.ReadUInt32BigEndian(plain[12..]);
-            if (peer.VpnIPv4Key != src)
+            if (!ClientMode && peer.VpnIPv4Key != src)
             {
                 peer.Count(DropReason.SourceAddress);
                 return;
@@ -483,6 +491,26 @@ public sealed class ManagedDataPlane : IDataPlane, ILinkPacketSink
             }
 
             var pkt = buf.AsSpan(0, n);
+            if (ClientMode)
+            {
+                // One peer: everything the kernel routed into the tunnel goes to the server.
+                Peer? only = null;
+                foreach (var p in _peers.Values)
+                {
+                    only = p;
+                    break;
+                }
+
+                if (only is null)
+                {
+                    CountGlobal(DropReason.NoRoute);
+                    continue;
+                }
+
+                SendToPeer(only, pkt, plain, wire, vpnPayload: true);
+                continue;
+            }
+
             if ((pkt[0] >> 4) != 4 || n < 20)
             {
                 // IPv6 is not routed to clients yet (no IPv6 pool); count it rather than guess.
