@@ -281,7 +281,7 @@ public sealed class KeyMethod2FramingTests
         var km = m.Encode(isClient: false);
         var trailer = withTrailer ? ControlMessage.Encode("PUSH_REPLY,ifconfig 10.8.0.2 255.255.255.0") : [];
         byte[] all = [.. km, .. trailer];
-        Assert.Equal(km.Length, ClientConnection.KeyMethod2Length(all));
+        Assert.Equal(km.Length, KeyMethod2Message.MeasureLength(all, fromClient: false));
         Assert.True(KeyMethod2Message.TryDecode(all.AsSpan(0, km.Length), fromClient: false, out var back, out var err), err);
         Assert.Equal(m.Random1, back!.Random1);
         Assert.Equal(m.Options, back.Options);

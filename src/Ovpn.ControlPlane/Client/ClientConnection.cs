@@ -567,7 +567,7 @@ public sealed class ClientConnection
         {
             // SslStream may hand over the key-method-2 record together with the next record (a
             // server that pushes at once sends PUSH_REPLY right behind it): split them.
-            int kmLen = KeyMethod2Length(data);
+            int kmLen = KeyMethod2Message.MeasureLength(data, fromClient: false);
             if (!KeyMethod2Message.TryDecode(data.AsSpan(0, kmLen), fromClient: false, out var m, out var err) || m is null)
             {
                 Finish(ClientExitKind.Restart, $"bad key-method-2 message from server: {err}");
@@ -588,33 +588,6 @@ public sealed class ClientConnection
         {
             OnControlMessage(msg);
         }
-    }
-
-    /// <summary>
-    /// Length of the server's key-method-2 message at the start of <paramref name="data"/>:
-    /// u32 0, key method, random1, random2, then up to four u16-length strings (options, user,
-    /// password, peer-info). A "string" whose length does not fit is the start of the next message.
-    /// </summary>
-    internal static int KeyMethod2Length(ReadOnlySpan<byte> data)
-    {
-        int o = 4 + 1 + 2 * KeyMethod2Message.RandomSize;
-        if (data.Length < o)
-        {
-            return data.Length;
-        }
-
-        for (int i = 0; i < 4 && data.Length - o >= 2; i++)
-        {
-            int len = System.Buffers.Binary.BinaryPrimitives.ReadUInt16BigEndian(data[o..]);
-            if (len > data.Length - o - 2 || (len > 0 && data[o + 2 + len - 1] != 0))
-            {
-                break;
-            }
-
-            o += 2 + len;
-        }
-
-        return o;
     }
 
     private byte[] DeriveKey2(KeyCtx k)

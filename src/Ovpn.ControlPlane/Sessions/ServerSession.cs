@@ -415,7 +415,9 @@ public sealed class ServerSession
 
         if (!k.GotClientKey)
         {
-            if (!KeyMethod2Message.TryDecode(data, fromClient: true, out var m, out var err) || m is null)
+            // One TLS read may return the key-method-2 record together with the next message.
+            int kmLen = KeyMethod2Message.MeasureLength(data, fromClient: true);
+            if (!KeyMethod2Message.TryDecode(data.AsSpan(0, kmLen), fromClient: true, out var m, out var err) || m is null)
             {
                 Close($"bad key-method-2 message from client: {err}", "AUTH_FAILED");
                 return;
@@ -423,7 +425,12 @@ public sealed class ServerSession
 
             k.GotClientKey = true;
             OnClientKeyMethod2(k, m);
-            return;
+            if (kmLen >= data.Length || _closed)
+            {
+                return;
+            }
+
+            data = data[kmLen..];
         }
 
         // After key-method-2: NUL-terminated control messages, possibly several in one record.
