@@ -1,0 +1,53 @@
+#!/bin/bash
+# SPDX-License-Identifier: MIT
+# Kernel DCO test: builds ovpn-dco-v2.ko for Debian's 6.1 kernel, the C# driver, an initramfs, boots the
+# kernel under QEMU and runs tests/kernel-dco/guest/driver.sh inside (KernelDataPlane against the real module).
+# Exit: 0 passed, 1 failed, 77 SKIPPED (a prerequisite is missing; the reason is printed on the
+# "RESULT: SKIPPED:" line), 124 the VM run hit its timeout.
+# Env: KDCO_INSTALL=1 runs 00-install.sh (apt) first; KDCO_VM_TIMEOUT (default 600 s) bounds the VM;
+# WORK, KVER, ACCEL, SMP, MEM as in common.sh / 30-run-vm.sh.
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+T0=$(date +%s)
+skip() { echo "RESULT: SKIPPED: $*"; exit 77; }
+step() { local t=$(date +%s); echo "=== $* ($(date +%T))"; "$@"; local rc=$?; echo "=== rc=$rc in $(( $(date +%s) - t ))s: $(basename "$1")"; return $rc; }
+
+if [ "${KDCO_INSTALL:-0}" = 1 ]; then
+  [ "$(id -u)" = 0 ] || skip "KDCO_INSTALL=1 needs root for apt-get"
+  step "$here/00-install.sh" || { echo "RESULT: FAILED: package installation"; exit 1; }
+fi
+. "$here/common.sh"
+[ "$(uname -s)" = Linux ] || skip "not Linux"
+[ "$(uname -m)" = x86_64 ] || skip "the guest recipe is for x86_64 (host is $(uname -m))"
+[ "$(id -u)" = 0 ] || skip "needs root (qemu exports / read-only with 9p passthrough; the guest runs as root)"
+command -v qemu-system-x86_64 >/dev/null || skip "no qemu-system-x86_64 (apt-get install qemu-system-x86, or KDCO_INSTALL=1)"
+[ -n "$KVER" ] || skip "no Debian 6.1 kernel headers in /usr/src (linux-headers-amd64 on bookworm, or KDCO_INSTALL=1)"
+[ -f "$VMLINUZ" ] || skip "no guest kernel image $VMLINUZ (linux-image-amd64)"
+[ -r "$VMLINUZ" ] || skip "guest kernel image $VMLINUZ not readable"
+[ -d "/lib/modules/$KVER/kernel" ] || skip "no /lib/modules/$KVER (modules of the guest kernel)"
+[ -n "$DCO_SRC" ] || skip "no ovpn-dco module source in /usr/src (openvpn-dco-dkms)"
+[ -x /bin/busybox ] || skip "no /bin/busybox (busybox-static)"
+command -v dotnet >/dev/null || skip "no dotnet SDK"
+command -v make >/dev/null && command -v gcc >/dev/null || skip "no make/gcc to build the module"
+echo "kernel-dco: guest kernel $KVER, module source $DCO_SRC, accel $ACCEL, work $WORK"
+mkdir -p "$WORK"
+
+if [ ! -f "$MODULE_KO" ] || [ "${KDCO_REBUILD:-0}" = 1 ]; then
+  step "$here/10-build-module.sh" || { echo "RESULT: FAILED: module build"; exit 1; }
+fi
+step "$here/20-make-initramfs.sh" || { echo "RESULT: FAILED: initramfs"; exit 1; }
+# The guest runs the host's dotnet from the read-only root, so build here.
+t=$(date +%s)
+echo "=== dotnet build DcoDriver ($(date +%T))"
+dotnet build "$here/DcoDriver/DcoDriver.csproj" -c Release -o "$WORK/driver" -nologo -v q > "$WORK/driver-build.log" 2>&1 \
+  || { tail -30 "$WORK/driver-build.log"; echo "RESULT: FAILED: driver build"; exit 1; }
+echo "=== rc=0 in $(( $(date +%s) - t ))s: dotnet build"
+export KDCO_DRIVER=$WORK/driver/DcoDriver.dll
+
+step "$here/30-run-vm.sh" "$here/guest/driver.sh" "${KDCO_VM_TIMEOUT:-600}"; rc=$?
+total=$(( $(date +%s) - T0 ))
+if [ $rc = 0 ]; then echo "RESULT: PASSED in ${total}s"; exit 0; fi
+last=$(ls -1dt "$WORK"/runs/driver-* 2>/dev/null | head -1)
+if [ -n "$last" ] && [ ! -f "$last/rc" ]; then echo "RESULT: TIMEOUT/NO-RESULT: the guest did not finish (see $last/console.log) after ${total}s"; exit 124; fi
+grep -q '^SKIP: ' "$last/guest.log" 2>/dev/null && skip "inside the VM: $(sed -n 's/^SKIP: //p' "$last/guest.log" | head -1)"
+echo "RESULT: FAILED after ${total}s (see $last/guest.log)"; exit 1
