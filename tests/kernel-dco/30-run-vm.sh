@@ -11,7 +11,7 @@ SMP=${SMP:-2}; MEM=${MEM:-3072}
 [ -f "$INITRAMFS" ] || "$KDCO_DIR/20-make-initramfs.sh"
 name=$(basename "$script" .sh)
 RUN=$WORK/runs/$name-$(date +%Y%m%d-%H%M%S); mkdir -p "$RUN"
-cp "$script" "$RUN/guest.sh"
+cp "$script" "$RUN/guest.sh"; mkdir -p "$RUN/lib"; cp "$KDCO_DIR"/guest/*.sh "$RUN/lib/"
 { echo "export MODULE_KO='$MODULE_KO' REPO_ROOT='$REPO_ROOT' WORK='$WORK'"
   for v in $(compgen -v | grep '^KDCO_' || true); do echo "export $v='${!v}'"; done; } > "$RUN/env"
 cat > "$RUN/stage2.sh" <<'S2'

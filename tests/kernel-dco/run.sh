@@ -4,7 +4,7 @@
 # kernel under QEMU and runs tests/kernel-dco/guest/driver.sh inside (KernelDataPlane against the real module).
 # Exit: 0 passed, 1 failed, 77 SKIPPED (a prerequisite is missing; the reason is printed on the
 # "RESULT: SKIPPED:" line), 124 the VM run hit its timeout.
-# Env: KDCO_INSTALL=1 runs 00-install.sh (apt) first; KDCO_VM_TIMEOUT (default 600 s) bounds the VM;
+# Env: KDCO_INSTALL=1 runs 00-install.sh (apt) first; KDCO_VM_TIMEOUT (default 720 s) bounds the VM; KDCO_FLOW_TEST=0 skips the openvpn flow;
 # WORK, KVER, ACCEL, SMP, MEM as in common.sh / 30-run-vm.sh.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -44,10 +44,25 @@ dotnet build "$here/DcoDriver/DcoDriver.csproj" -c Release -o "$WORK/driver" -no
 echo "=== rc=0 in $(( $(date +%s) - t ))s: dotnet build"
 export KDCO_DRIVER=$WORK/driver/DcoDriver.dll
 
-step "$here/30-run-vm.sh" "$here/guest/driver.sh" "${KDCO_VM_TIMEOUT:-600}"; rc=$?
+# Full flow (KDCO_FLOW_TEST=0 to skip): ServerFlow + a data dir and client profile made with our CLI on the host
+# (faster than inside the TCG guest). Server address 10.201.0.1 exists only inside the VM's namespaces.
+if [ "${KDCO_FLOW_TEST:-1}" = 1 ]; then
+  t=$(date +%s); echo "=== dotnet build ServerFlow + ovpnas, data dir ($(date +%T))"
+  { dotnet build "$here/ServerFlow/ServerFlow.csproj" -c Release -o "$WORK/flow" -nologo -v q &&
+    dotnet build "$REPO_ROOT/src/Ovpn.Cli/Ovpn.Cli.csproj" -c Release -o "$WORK/cli" -nologo -v q &&
+    rm -rf "$WORK/flow-data" &&
+    dotnet "$WORK/cli/ovpnas.dll" init --data-dir "$WORK/flow-data" --hostname 10.201.0.1 &&
+    dotnet "$WORK/cli/ovpnas.dll" user add alice --data-dir "$WORK/flow-data" &&
+    dotnet "$WORK/cli/ovpnas.dll" profile alice --data-dir "$WORK/flow-data" --out "$WORK/flow-alice.ovpn"; } > "$WORK/flow-build.log" 2>&1 \
+    || { tail -30 "$WORK/flow-build.log"; echo "RESULT: FAILED: flow build/setup"; exit 1; }
+  echo "=== rc=0 in $(( $(date +%s) - t ))s: flow build + setup"
+  export KDCO_FLOW=$WORK/flow/ServerFlow.dll KDCO_FLOW_DATA=$WORK/flow-data KDCO_FLOW_PROFILE=$WORK/flow-alice.ovpn
+fi
+
+step "$here/30-run-vm.sh" "$here/guest/all.sh" "${KDCO_VM_TIMEOUT:-720}"; rc=$?
 total=$(( $(date +%s) - T0 ))
 if [ $rc = 0 ]; then echo "RESULT: PASSED in ${total}s"; exit 0; fi
-last=$(ls -1dt "$WORK"/runs/driver-* 2>/dev/null | head -1)
+last=$(ls -1dt "$WORK"/runs/all-* 2>/dev/null | head -1)
 if [ -n "$last" ] && [ ! -f "$last/rc" ]; then echo "RESULT: TIMEOUT/NO-RESULT: the guest did not finish (see $last/console.log) after ${total}s"; exit 124; fi
 grep -q '^SKIP: ' "$last/guest.log" 2>/dev/null && skip "inside the VM: $(sed -n 's/^SKIP: //p' "$last/guest.log" | head -1)"
 echo "RESULT: FAILED after ${total}s (see $last/guest.log)"; exit 1

@@ -10,7 +10,7 @@ log "kernel $(uname -r)"
 modprobe udp_tunnel; modprobe ip6_udp_tunnel
 # No udev here: CPU-feature crypto drivers are not auto-loaded.
 modprobe aesni_intel 2>/dev/null; modprobe ghash_clmulni_intel 2>/dev/null
-insmod "$MODULE_KO" || { log "insmod $MODULE_KO FAILED"; exit 1; }
+[ -d /sys/module/ovpn_dco_v2 ] || insmod "$MODULE_KO" || { log "insmod $MODULE_KO FAILED"; exit 1; }
 log "loaded $(basename "$MODULE_KO"), version $(cat /sys/module/ovpn_dco_v2/version 2>/dev/null)"
 DRIVER=${KDCO_DRIVER:?KDCO_DRIVER not set}
 log "== driver: dotnet $DRIVER"
