@@ -6,9 +6,14 @@ public sealed record GenlFamily(
     string Name, ushort Id, uint Version, uint HeaderSize, uint MaxAttr,
     IReadOnlyList<uint> OperationIds, IReadOnlyDictionary<string, uint> MulticastGroups)
 {
+    /// <summary>GENL_NAMSIZ: family names including the NUL terminator.</summary>
+    public const int GenlNameSize = 16;
+
     /// <summary>CTRL_CMD_GETFAMILY request for one family by name (nlctrl's own version is 2; it ignores it).</summary>
     public static NetlinkMessageWriter BuildGetFamily(string name)
-        => new NetlinkMessageWriter(NetlinkConst.GENL_ID_CTRL, NetlinkConst.NLM_F_REQUEST | NetlinkConst.NLM_F_ACK)
+        => name.Length is 0 or >= GenlNameSize
+            ? throw new ArgumentException($"genl family names are 1..{GenlNameSize - 1} characters (GENL_NAMSIZ)", nameof(name))
+            : new NetlinkMessageWriter(NetlinkConst.GENL_ID_CTRL, NetlinkConst.NLM_F_REQUEST | NetlinkConst.NLM_F_ACK)
             .GenlHeader(NetlinkConst.CTRL_CMD_GETFAMILY, 1)
             .String(NetlinkConst.CTRL_ATTR_FAMILY_NAME, name);
 
