@@ -3,6 +3,7 @@ using System.Collections.Concurrent;
 using System.Net;
 using System.Net.Sockets;
 using Ovpn.DataPlane;
+using Ovpn.DataPlane.Transport;
 using Ovpn.Platform.Linux;
 using Ovpn.Platform.Netlink;
 
@@ -22,6 +23,12 @@ public sealed record KernelDataPlaneOptions
 
     /// <summary>MP (server, many peers routed by VPN address) or P2P (one peer).</summary>
     public bool MultiPeer { get; init; } = true;
+
+    /// <summary>
+    /// Generic netlink family to use: "ovpn-dco-v2" (out-of-tree module, OpenVPN 2.6) or "ovpn" (Linux 6.16+ /
+    /// ovpn-backports). Null picks ovpn-dco-v2 when present, else ovpn.
+    /// </summary>
+    public string? Family { get; init; }
 }
 
 /// <summary>
@@ -29,8 +36,8 @@ public sealed record KernelDataPlaneOptions
 /// generic netlink exactly like OpenVPN 2.6 does (see shared/docs/dco-netlink.md): RTM_NEWLINK kind
 /// <c>ovpn-dco</c>, NEW_PEER with our UDP socket's descriptor, NEW_KEY/SWAP_KEYS/DEL_KEY, SET_PEER keepalive,
 /// GET_PEER stats, DEL_PEER, and DEL_PEER notifications from the <c>peers</c> multicast group.
-/// Only the out-of-tree <c>ovpn-dco-v2</c> family is implemented; the upstream <c>ovpn</c> family (Linux 6.16+)
-/// has a different message layout and is refused with <see cref="NotSupportedException"/>.
+/// Both API generations are spoken: the out-of-tree <c>ovpn-dco-v2</c> family and the upstream <c>ovpn</c> family
+/// (Linux 6.16+, ovpn-backports), which has a different message layout (see <see cref="OvpnUpstream"/>).
 /// </summary>
 /// <remarks>
 /// Thread-safety: requests are serialized on one netlink socket; notifications arrive on a second socket
@@ -46,10 +53,12 @@ public sealed class KernelDataPlane : IDataPlane
     private readonly NetlinkSocket _rtnl;
     private readonly NetlinkSocket _notify;
     private readonly GenlFamily _family;
+    private readonly IDcoDialect _d;
     private readonly ConcurrentDictionary<uint, PeerConfig> _peers = new();
     private readonly Thread _notifyThread;
     private volatile bool _stopping;
     private long _notificationsLost;
+    private long _handlerErrors;
     private int _disposed;
 
     public KernelDataPlane(KernelDataPlaneOptions options, IDataPlaneEvents events)
@@ -67,17 +76,17 @@ public sealed class KernelDataPlane : IDataPlane
         {
             _genl = new NetlinkSocket(NetlinkConst.NETLINK_GENERIC);
             cleanup.Add(_genl);
-            _family = _genl.ResolveFamily(OvpnDcoV2.FamilyName) ?? throw Unavailable();
+            (_family, _d) = Resolve(_genl, options.Family);
             if (_family.Version != 1)
                 throw new NotSupportedException($"genl family {_family.Name} has version {_family.Version}; this backend speaks version 1");
             if (!_family.MulticastGroups.TryGetValue(OvpnDcoV2.MulticastGroupPeers, out uint group))
                 throw new NotSupportedException($"genl family {_family.Name} has no '{OvpnDcoV2.MulticastGroupPeers}' multicast group");
-            EngineVersion = KernelDco.ReadModuleVersion(OvpnDcoV2.ModuleSysfsName) ?? $"genl v{_family.Version}";
+            EngineVersion = KernelDco.ReadModuleVersion(_d.ModuleSysfsName) ?? $"genl v{_family.Version}";
 
             _rtnl = new NetlinkSocket(NetlinkConst.NETLINK_ROUTE);
             cleanup.Add(_rtnl);
-            _rtnl.Request(OvpnDcoV2.NewLink(options.InterfaceName, options.MultiPeer ? OvpnDcoV2.MODE_MP : OvpnDcoV2.MODE_P2P),
-                $"RTM_NEWLINK {options.InterfaceName} type {OvpnDcoV2.LinkKind}");
+            _rtnl.Request(_d.NewLink(options.InterfaceName, options.MultiPeer ? OvpnDcoV2.MODE_MP : OvpnDcoV2.MODE_P2P),
+                $"RTM_NEWLINK {options.InterfaceName} type {_d.LinkKind}");
             uint index = NetlinkNative.IfNameToIndex(options.InterfaceName);
             if (index == 0)
                 throw PlatformException.FromLastError($"if_nametoindex({options.InterfaceName})");
@@ -112,10 +121,11 @@ public sealed class KernelDataPlane : IDataPlane
     /// <summary>The resolved generic netlink family (id, version, multicast groups).</summary>
     public GenlFamily Family => _family;
 
-    /// <summary>The module reports no per-reason drops; this counts lost notifications (ENOBUFS) only.</summary>
+    /// <summary>The module reports no per-reason drops; this counts notification problems only.</summary>
     public IReadOnlyDictionary<string, long> GlobalDrops => new Dictionary<string, long>
     {
         ["NotificationsLost"] = Interlocked.Read(ref _notificationsLost),
+        ["NotificationHandlerErrors"] = Interlocked.Read(ref _handlerErrors),
     };
 
     /// <summary>Adds an address to the netdev (like `ip addr add`), for the server's VPN subnet.</summary>
@@ -153,7 +163,9 @@ public sealed class KernelDataPlane : IDataPlane
             // The kernel resolves this number in our own fd table (sockfd_lookup) while handling the request,
             // so holding a reference for the duration of the call is enough; it takes its own socket reference.
             int fd = checked((int)handle.DangerousGetHandle());
-            _genl.Request(OvpnDcoV2.NewPeer(_family.Id, InterfaceIndex, peer.PeerId, fd, remote, peer.VpnIPv4, peer.VpnIPv6),
+            // P2P devices have exactly one peer and no routing by VPN address (upstream ovpn even rejects them).
+            bool mp = _options.MultiPeer;
+            _genl.Request(_d.NewPeer(_family.Id, InterfaceIndex, peer.PeerId, fd, remote, mp ? peer.VpnIPv4 : null, mp ? peer.VpnIPv6 : null),
                 $"OVPN NEW_PEER {peer.PeerId} ({remote})");
         }
         finally
@@ -165,16 +177,16 @@ public sealed class KernelDataPlane : IDataPlane
     }
 
     public void SetPeer(uint peerId, TimeSpan keepaliveInterval, TimeSpan keepaliveTimeout)
-        => _genl.Request(OvpnDcoV2.SetPeer(_family.Id, InterfaceIndex, peerId, Seconds(keepaliveInterval), Seconds(keepaliveTimeout)),
+        => _genl.Request(_d.SetPeer(_family.Id, InterfaceIndex, peerId, Seconds(keepaliveInterval), Seconds(keepaliveTimeout)),
             $"OVPN SET_PEER {peerId}");
 
     public PeerStats? GetPeer(uint peerId)
     {
         try
         {
-            foreach (var m in _genl.Request(OvpnDcoV2.GetPeer(_family.Id, InterfaceIndex, peerId), $"OVPN GET_PEER {peerId}"))
+            foreach (var m in _genl.Request(_d.GetPeer(_family.Id, InterfaceIndex, peerId), $"OVPN GET_PEER {peerId}"))
                 if (m.Type == _family.Id)
-                    return OvpnDcoV2.ParsePeer(m);
+                    return _d.ParsePeer(m);
             return null;
         }
         catch (NetlinkException e) when (e.Errno == 2) // ENOENT: no such peer
@@ -186,9 +198,9 @@ public sealed class KernelDataPlane : IDataPlane
     public IReadOnlyList<PeerStats> GetPeers()
     {
         var list = new List<PeerStats>();
-        foreach (var m in _genl.Request(OvpnDcoV2.GetPeersDump(_family.Id, InterfaceIndex), "OVPN GET_PEER dump"))
+        foreach (var m in _genl.Request(_d.GetPeersDump(_family.Id, InterfaceIndex), "OVPN GET_PEER dump"))
             if (m.Type == _family.Id)
-                list.Add(OvpnDcoV2.ParsePeer(m));
+                list.Add(_d.ParsePeer(m));
         return list;
     }
 
@@ -199,7 +211,7 @@ public sealed class KernelDataPlane : IDataPlane
         _peers.TryRemove(peerId, out _);
         try
         {
-            _genl.Request(OvpnDcoV2.DelPeer(_family.Id, InterfaceIndex, peerId), $"OVPN DEL_PEER {peerId}");
+            _genl.Request(_d.DelPeer(_family.Id, InterfaceIndex, peerId), $"OVPN DEL_PEER {peerId}");
         }
         catch (NetlinkException e) when (e.Errno == 2)
         {
@@ -221,8 +233,7 @@ public sealed class KernelDataPlane : IDataPlane
             throw new ArgumentException($"{key.Cipher} needs {want}-byte keys");
         try
         {
-            _genl.Request(OvpnDcoV2.NewKey(_family.Id, InterfaceIndex, key.PeerId, key.Slot, key.KeyId, key.Cipher,
-                key.Encrypt.CipherKey, key.Encrypt.NonceTail, key.Decrypt.CipherKey, key.Decrypt.NonceTail),
+            _genl.Request(_d.NewKey(_family.Id, InterfaceIndex, key),
                 $"OVPN NEW_KEY peer {key.PeerId} slot {key.Slot} key-id {key.KeyId}");
         }
         finally
@@ -234,10 +245,10 @@ public sealed class KernelDataPlane : IDataPlane
     }
 
     public void SwapKeys(uint peerId)
-        => _genl.Request(OvpnDcoV2.SwapKeys(_family.Id, InterfaceIndex, peerId), $"OVPN SWAP_KEYS {peerId}");
+        => _genl.Request(_d.SwapKeys(_family.Id, InterfaceIndex, peerId), $"OVPN SWAP_KEYS {peerId}");
 
     public void DeleteKey(uint peerId, KeySlot slot)
-        => _genl.Request(OvpnDcoV2.DelKey(_family.Id, InterfaceIndex, peerId, slot), $"OVPN DEL_KEY {peerId} {slot}");
+        => _genl.Request(_d.DelKey(_family.Id, InterfaceIndex, peerId, slot), $"OVPN DEL_KEY {peerId} {slot}");
 
     private void RunNotifications()
     {
@@ -271,14 +282,54 @@ public sealed class KernelDataPlane : IDataPlane
             }
             foreach (var m in msgs)
             {
-                var n = OvpnDcoV2.ParseDelPeerNotification(m, _family.Id);
-                // The group is per family, not per device: other ovpn-dco devices in this netns notify here too.
-                if (n is not { } del || del.IfIndex != InterfaceIndex)
+                // The group is per family, not per device: other devices of the family in this netns notify here too.
+                var n = _d.ParseNotification(m, _family.Id);
+                if (n is null || n.IfIndex != InterfaceIndex)
                     continue;
-                if (_peers.TryRemove(del.PeerId, out _))
-                    _events.OnPeerDeleted(del.PeerId, del.Reason);
+                try
+                {
+                    Dispatch(n);
+                }
+                catch (Exception e) when (e is not OutOfMemoryException)
+                {
+                    // A failing event handler must not end the listener; the control plane logs its own errors.
+                    Interlocked.Increment(ref _handlerErrors);
+                }
             }
         }
+    }
+
+    private void Dispatch(DcoNotification n)
+    {
+        switch (n)
+        {
+            case DcoNotification.PeerDeleted del:
+                // Only peers we still consider alive: our own DeletePeer forgot the peer before asking the kernel.
+                if (_peers.TryRemove(del.PeerId, out _))
+                    _events.OnPeerDeleted(del.PeerId, del.Reason);
+                break;
+            case DcoNotification.KeySwapDue swap when _peers.ContainsKey(swap.PeerId):
+                _events.OnKeyRenegotiationDue(swap.PeerId, swap.KeyId);
+                break;
+            case DcoNotification.PeerFloated fl when _peers.ContainsKey(fl.PeerId):
+                // Same address form as the receive loop sees on this socket (v4-mapped on a dual-stack socket).
+                var ep = _options.UdpSocket.AddressFamily == System.Net.Sockets.AddressFamily.InterNetworkV6 && fl.Remote.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork
+                    ? new IPEndPoint(fl.Remote.Address.MapToIPv6(), fl.Remote.Port)
+                    : fl.Remote;
+                _events.OnPeerFloated(fl.PeerId, new UdpLinkTransport(_options.UdpSocket, ep.Serialize()));
+                break;
+        }
+    }
+
+    private static (GenlFamily, IDcoDialect) Resolve(NetlinkSocket genl, string? wanted)
+    {
+        foreach (string name in wanted is null ? [OvpnDcoV2.FamilyName, OvpnUpstream.FamilyName] : new[] { wanted })
+        {
+            var dialect = IDcoDialect.For(name);
+            if (genl.ResolveFamily(name) is { } f)
+                return (f, dialect);
+        }
+        throw Unavailable(wanted);
     }
 
     private static uint Seconds(TimeSpan t) => t <= TimeSpan.Zero ? 0 : (uint)Math.Max(1, Math.Ceiling(t.TotalSeconds));
@@ -296,10 +347,12 @@ public sealed class KernelDataPlane : IDataPlane
         }
     }
 
-    private static Exception Unavailable()
+    private static Exception Unavailable(string? wanted)
     {
         var status = KernelDco.Probe();
-        return new NotSupportedException($"kernel data channel offload unavailable: {status.Reason ?? "ovpn-dco-v2 family not found"}");
+        return new NotSupportedException(wanted is null
+            ? $"kernel data channel offload unavailable: {status.Reason ?? "no ovpn family found"}"
+            : $"kernel data channel offload unavailable: genl family '{wanted}' not registered ({status})");
     }
 
     public void Dispose()

@@ -23,7 +23,7 @@ public static class KernelDco
     private const int CAP_NET_ADMIN = 12;
 
     /// <summary>
-    /// Looks for the generic netlink families (resolving one may auto-load its module through its
+    /// Looks for the generic netlink families (ovpn-dco-v2 first, then the upstream ovpn) (resolving one may auto-load its module through its
     /// net-pf-16-proto-16-family-* alias), reads the module version from /sys/module, and checks
     /// CAP_NET_ADMIN, which every ovpn command needs in the initial user namespace (GENL_ADMIN_PERM).
     /// Never throws for an unusable system; the reason says what is missing.
@@ -39,7 +39,7 @@ public static class KernelDco
         {
             using var s = new NetlinkSocket(NetlinkConst.NETLINK_GENERIC);
             v2 = s.ResolveFamily(OvpnDcoV2.FamilyName);
-            upstream = v2 is null ? s.ResolveFamily("ovpn") : null;
+            upstream = v2 is null ? s.ResolveFamily(OvpnUpstream.FamilyName) : null;
             v1 = v2 is null && upstream is null ? s.ResolveFamily("ovpn-dco") : null;
         }
         catch (IOException e)
@@ -62,9 +62,12 @@ public static class KernelDco
         }
         if (upstream is not null)
         {
-            return new(false, upstream.Name, upstream.Id, upstream.Version, "ovpn", ReadModuleVersion("ovpn"), cap, initNs,
-                "wrong API generation: only the upstream 'ovpn' family (Linux 6.16+, OpenVPN 2.7 API) is present; "
-                + "this backend implements the ovpn-dco-v2 API (OpenVPN 2.6 / openvpn-dco-dkms) only");
+            string? reason = upstream.Version != 1
+                ? $"wrong API generation: {upstream.Name} has genl version {upstream.Version}, this backend speaks version 1"
+                : !upstream.MulticastGroups.ContainsKey(OvpnDcoV2.MulticastGroupPeers) ? $"{upstream.Name} has no 'peers' multicast group"
+                : CapReason();
+            return new(reason is null, upstream.Name, upstream.Id, upstream.Version, OvpnUpstream.ModuleSysfsName,
+                ReadModuleVersion(OvpnUpstream.ModuleSysfsName), cap, initNs, reason);
         }
         if (v1 is not null)
         {
