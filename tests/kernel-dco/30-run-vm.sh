@@ -13,6 +13,7 @@ name=$(basename "$script" .sh)
 RUN=$WORK/runs/$name-$(date +%Y%m%d-%H%M%S); mkdir -p "$RUN"
 cp "$script" "$RUN/guest.sh"; mkdir -p "$RUN/lib"; cp "$KDCO_DIR"/guest/*.sh "$RUN/lib/"
 { echo "export MODULE_KO='$MODULE_KO' REPO_ROOT='$REPO_ROOT' WORK='$WORK'"
+  [ "${KDCO_WITH_OVPN:-0}" = 1 ] && echo "export OVPN_KO='$OVPN_KO'"
   for v in $(compgen -v | grep '^KDCO_' || true); do echo "export $v='${!v}'"; done; } > "$RUN/env"
 cat > "$RUN/stage2.sh" <<'S2'
 #!/bin/bash

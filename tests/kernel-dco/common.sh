@@ -12,6 +12,7 @@ VMLINUZ=/boot/vmlinuz-$KVER
 INITRAMFS=$WORK/initramfs-$KVER.cpio.gz
 DCO_SRC=$(ls -1d /usr/src/ovpn-dco-* 2>/dev/null | sort -V | tail -1)
 MODULE_KO=$WORK/module-$KVER/ovpn-dco-v2.ko
+OVPN_KO=$WORK/module-$KVER/ovpn.ko
 # KVM only with real VT-x/AMD-V; a kvm_pvm /dev/kvm (no vmx/svm flag) cannot boot a stock kernel -> TCG.
 if [ -z "${ACCEL:-}" ]; then
   if [ -w /dev/kvm ] && grep -qwE 'vmx|svm' /proc/cpuinfo; then ACCEL=kvm; else ACCEL=tcg; fi

@@ -35,6 +35,16 @@ mkdir -p "$WORK"
 if [ ! -f "$MODULE_KO" ] || [ "${KDCO_REBUILD:-0}" = 1 ]; then
   step "$here/10-build-module.sh" || { echo "RESULT: FAILED: module build"; exit 1; }
 fi
+ovpn_note="upstream ovpn API: SKIPPED (set KDCO_OVPN_SRC to ovpn-backports pre-patched sources to test it)"
+if [ -n "${KDCO_OVPN_SRC:-}" ]; then
+  if [ -f "$OVPN_KO" ] && [ "${KDCO_REBUILD:-0}" != 1 ]; then export KDCO_WITH_OVPN=1
+  else
+    step "$here/11-build-ovpn.sh"; r=$?
+    case $r in 0) export KDCO_WITH_OVPN=1 ;; 77) ;; *) echo "RESULT: FAILED: ovpn module build"; exit 1 ;; esac
+  fi
+  [ "${KDCO_WITH_OVPN:-0}" = 1 ] && ovpn_note="upstream ovpn API: tested ($OVPN_KO)"
+fi
+echo "kernel-dco: $ovpn_note"
 step "$here/20-make-initramfs.sh" || { echo "RESULT: FAILED: initramfs"; exit 1; }
 # The guest runs the host's dotnet from the read-only root, so build here.
 t=$(date +%s)
@@ -61,7 +71,7 @@ fi
 
 step "$here/30-run-vm.sh" "$here/guest/all.sh" "${KDCO_VM_TIMEOUT:-720}"; rc=$?
 total=$(( $(date +%s) - T0 ))
-if [ $rc = 0 ]; then echo "RESULT: PASSED in ${total}s"; exit 0; fi
+if [ $rc = 0 ]; then echo "RESULT: PASSED in ${total}s ($ovpn_note)"; exit 0; fi
 last=$(ls -1dt "$WORK"/runs/all-* 2>/dev/null | head -1)
 if [ -n "$last" ] && [ ! -f "$last/rc" ]; then echo "RESULT: TIMEOUT/NO-RESULT: the guest did not finish (see $last/console.log) after ${total}s"; exit 124; fi
 grep -q '^SKIP: ' "$last/guest.log" 2>/dev/null && skip "inside the VM: $(sed -n 's/^SKIP: //p' "$last/guest.log" | head -1)"

@@ -116,6 +116,9 @@ public sealed class KernelDataPlane : IDataPlane
 
     public string InterfaceName => _options.InterfaceName;
 
+    /// <summary>rtnetlink kind of the device: "ovpn-dco" (ovpn-dco-v2) or "ovpn" (upstream).</summary>
+    public string LinkKind => _d.LinkKind;
+
     public int InterfaceIndex { get; }
 
     /// <summary>The resolved generic netlink family (id, version, multicast groups).</summary>

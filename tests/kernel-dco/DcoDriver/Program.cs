@@ -25,6 +25,7 @@ void Check(string name, bool ok, string detail = "")
 }
 
 string ifName = args.Length > 0 ? args[0] : "as0t0";
+string? family = args.Length > 1 ? args[1] : null; // null: KernelDataPlane's default choice
 var status = KernelDco.Probe();
 Console.WriteLine($"probe: {status}");
 Console.WriteLine($"probe: family={status.FamilyName} id={status.FamilyId} version={status.FamilyVersion} module={status.ModuleName} " +
@@ -55,19 +56,21 @@ var events = new Events();
 KernelDataPlane dp;
 try
 {
-    dp = new KernelDataPlane(new KernelDataPlaneOptions { InterfaceName = ifName, UdpSocket = serverUdp, MultiPeer = true }, events);
+    dp = new KernelDataPlane(new KernelDataPlaneOptions { InterfaceName = ifName, UdpSocket = serverUdp, MultiPeer = true, Family = family }, events);
 }
 catch (Exception e)
 {
-    Check("create ovpn-dco interface", false, e.Message);
+    Check($"create {family ?? "kernel DCO"} interface", false, e.Message);
     return 1;
 }
-Check("create ovpn-dco interface", true, $"{dp.InterfaceName} ifindex {dp.InterfaceIndex}, {dp.EngineName} {dp.EngineVersion}, family id {dp.Family.Id}");
+Check($"create {dp.LinkKind} interface", true, $"{dp.InterfaceName} ifindex {dp.InterfaceIndex}, {dp.EngineName} {dp.EngineVersion}, family id {dp.Family.Id}");
 try
 {
     string details = Run("ip", $"-details link show {ifName}");
     Console.Write(details);
-    Check("ip -details shows kind ovpn-dco", details.Contains("ovpn-dco", StringComparison.Ordinal));
+    // `ip -details` prints the rtnetlink kind on the third line ("ovpn-dco ..." or "ovpn ...").
+    var kindLine = details.Split('\n').Skip(2).FirstOrDefault()?.Trim() ?? "";
+    Check($"ip -details shows kind {dp.LinkKind}", kindLine.StartsWith(dp.LinkKind + " ", StringComparison.Ordinal), kindLine.Split(' ')[0]);
 
     dp.AddAddress(serverIp, 20);
     dp.SetUp();

@@ -16,5 +16,15 @@ DRIVER=${KDCO_DRIVER:?KDCO_DRIVER not set}
 log "== driver: dotnet $DRIVER"
 timeout 600 dotnet "$DRIVER" as0t0; rc=$?
 log "driver rc=$rc"
+if [ -n "${OVPN_KO:-}" ]; then
+  log "== upstream 'ovpn' module (ovpn-backports build): $(basename "$OVPN_KO")"
+  if [ -d /sys/module/ovpn ] || insmod "$OVPN_KO"; then
+    log "loaded, version $(cat /sys/module/ovpn/version 2>/dev/null)"
+    timeout 600 dotnet "$DRIVER" as1t0 ovpn; r2=$?
+    log "driver (ovpn) rc=$r2"; [ $rc = 0 ] && rc=$r2
+  else
+    log "insmod $OVPN_KO FAILED"; rc=1
+  fi
+fi
 log "dmesg (ovpn lines):"; dmesg | grep -iE 'ovpn' | tail -15
 exit $rc
