@@ -2,7 +2,7 @@
 // A minimal server composition for the VM test: the data dir's control plane (SessionManager) with the
 // kernel data plane instead of the managed engine. UDP only. Prints "STATUS ..." lines every 2 s and runs
 // until SIGTERM (bounded by an optional max-seconds argument).
-// usage: ServerFlow <data-dir> [max-seconds]
+// usage: ServerFlow <data-dir> [max-seconds] [family: ovpn-dco-v2 | ovpn]
 using System.Net;
 using System.Net.Sockets;
 using System.Runtime.InteropServices;
@@ -13,6 +13,7 @@ using Ovpn.Server;
 
 string dataDir = args.Length > 0 ? args[0] : throw new ArgumentException("usage: ServerFlow <data-dir> [max-seconds]");
 int maxSeconds = args.Length > 1 ? int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 600;
+string? family = args.Length > 2 ? args[2] : null;
 var (listen, control, _) = ServerFactory.Load(dataDir);
 Console.WriteLine($"probe: {KernelDco.Probe()}");
 
@@ -29,7 +30,7 @@ udp.ReceiveBufferSize = 4 << 20;
 udp.SendBufferSize = 4 << 20;
 udp.Bind(new IPEndPoint(listen.Address, listen.UdpPort));
 
-var dp = new KernelDataPlane(new KernelDataPlaneOptions { InterfaceName = listen.TunName, UdpSocket = udp, MultiPeer = true }, sessions);
+var dp = new KernelDataPlane(new KernelDataPlaneOptions { InterfaceName = listen.TunName, UdpSocket = udp, MultiPeer = true, Family = family }, sessions);
 var pool = control.Pool;
 dp.SetMtu(listen.TunMtu);
 dp.AddAddress(pool.ServerAddress, pool.PrefixLength);
