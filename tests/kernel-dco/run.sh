@@ -5,6 +5,7 @@
 # Exit: 0 passed, 1 failed, 77 SKIPPED (a prerequisite is missing; the reason is printed on the
 # "RESULT: SKIPPED:" line), 124 the VM run hit its timeout.
 # Env: KDCO_INSTALL=1 runs 00-install.sh (apt) first; KDCO_VM_TIMEOUT (default 720 s) bounds the VM; KDCO_FLOW_TEST=0 skips the openvpn flow;
+# KDCO_COMPARE=1 adds an iperf3 round against `ovpnas serve` (managed data plane) for comparison;
 # WORK, KVER, ACCEL, SMP, MEM as in common.sh / 30-run-vm.sh.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -66,7 +67,7 @@ if [ "${KDCO_FLOW_TEST:-1}" = 1 ]; then
     dotnet "$WORK/cli/ovpnas.dll" profile alice --data-dir "$WORK/flow-data" --out "$WORK/flow-alice.ovpn"; } > "$WORK/flow-build.log" 2>&1 \
     || { tail -30 "$WORK/flow-build.log"; echo "RESULT: FAILED: flow build/setup"; exit 1; }
   echo "=== rc=0 in $(( $(date +%s) - t ))s: flow build + setup"
-  export KDCO_FLOW=$WORK/flow/ServerFlow.dll KDCO_FLOW_DATA=$WORK/flow-data KDCO_FLOW_PROFILE=$WORK/flow-alice.ovpn
+  export KDCO_FLOW=$WORK/flow/ServerFlow.dll KDCO_FLOW_DATA=$WORK/flow-data KDCO_FLOW_PROFILE=$WORK/flow-alice.ovpn KDCO_CLI=$WORK/cli/ovpnas.dll
 fi
 
 step "$here/30-run-vm.sh" "$here/guest/all.sh" "${KDCO_VM_TIMEOUT:-720}"; rc=$?

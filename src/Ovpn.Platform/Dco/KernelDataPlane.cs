@@ -272,6 +272,14 @@ public sealed class KernelDataPlane : IDataPlane
             {
                 return;
             }
+            catch (Exception)
+            {
+                // Any other receive failure: count it and keep listening (an exception escaping a background
+                // thread would end the process); the pause keeps a persistent error from spinning.
+                Interlocked.Increment(ref _notificationsLost);
+                Thread.Sleep(NotifyPollMs);
+                continue;
+            }
             if (datagram is null)
                 continue;
             List<NetlinkMessage> msgs;

@@ -38,7 +38,7 @@ if (!status.Usable)
 
 var serverIp = IPAddress.Parse("172.27.224.1");
 var clientVpnIp = IPAddress.Parse("172.27.224.2");
-const DataCipher cipher = DataCipher.Aes256Gcm;
+const DataCipher mainCipher = DataCipher.Aes256Gcm;
 // Fixed key2 blocks (any 256 bytes serve; deterministic so a failure can be reproduced).
 byte[] key2a = Enumerable.Range(0, 256).Select(i => (byte)(i * 7 + 1)).ToArray();
 byte[] key2b = Enumerable.Range(0, 256).Select(i => (byte)(i * 13 + 5)).ToArray();
@@ -122,6 +122,20 @@ try
     Check("DEL_KEY: old key-id 0 no longer accepted", !ClientSend(cliEnc0, 0, 3, appPort, "after-del-key"u8.ToArray(), appSrv));
     Check("new key-id 1 accepted", ClientSend(cliEnc1, 1, 1, appPort, "hello-from-client-1"u8.ToArray(), appSrv));
 
+    // The other ciphers OpenVPN 2.6 offloads: CIPHER_ALG numbers and key lengths, both directions, on a fresh peer.
+    foreach (var (c, n) in new[] { (DataCipher.Aes128Gcm, 3u), (DataCipher.ChaCha20Poly1305, 4u) })
+    {
+        var vpn = IPAddress.Parse($"172.27.224.{n + 1}");
+        dp.NewPeer(new PeerConfig(n, new UdpLinkTransport(serverUdp, clientEp.Serialize()), vpn, null));
+        InstallKey(dp, key2a, n, KeySlot.Primary, 2, c);
+        using var enc = ClientCodec(key2a, encrypt: true, c);
+        using var dec = ClientCodec(key2a, encrypt: false, c);
+        var (okOut, kid, det) = SendAndCapture(appSrv, clientUdp, dec, System.Text.Encoding.ASCII.GetBytes($"out-{c}"), vpn);
+        bool okIn = ClientSend(enc, 2, 1, appPort, System.Text.Encoding.ASCII.GetBytes($"in-{c}"), appSrv, n, vpn);
+        Check($"{c}: kernel encrypts and decrypts", okOut && kid == 2 && okIn, $"{det}; client->server {(okIn ? "delivered" : "lost")}");
+        dp.DeletePeer(n);
+    }
+
     var all = dp.GetPeers();
     Check("GET_PEER dump lists the peer", all.Any(p => p.PeerId == 1), $"{all.Count} peer(s)");
 
@@ -151,21 +165,21 @@ Check("RTM_DELLINK on dispose", !Run("ip", "-o link show").Contains($" {ifName}:
 Console.WriteLine($"{(failures == 0 ? "ALL CHECKS PASSED" : $"{failures} CHECK(S) FAILED")} in {sw.Elapsed.TotalSeconds:F1}s");
 return failures == 0 ? 0 : 1;
 
-void InstallKey(KernelDataPlane plane, byte[] key2, uint peerId, KeySlot slot, int keyId)
+void InstallKey(KernelDataPlane plane, byte[] key2, uint peerId, KeySlot slot, int keyId, DataCipher cipher = mainCipher)
 {
     var k = DataChannelKeys.FromKey2(key2, cipher, isServer: true);
     plane.NewKey(new KeyConfig(peerId, slot, keyId, cipher, new KeyDirection(k.EncryptKey, k.EncryptImplicitIv), new KeyDirection(k.DecryptKey, k.DecryptImplicitIv)));
 }
 
-static AeadCodec ClientCodec(byte[] key2, bool encrypt)
+static AeadCodec ClientCodec(byte[] key2, bool encrypt, DataCipher cipher = mainCipher)
 {
     var k = DataChannelKeys.FromKey2(key2, cipher, isServer: false);
     return encrypt ? new AeadCodec(cipher, k.EncryptKey, k.EncryptImplicitIv) : new AeadCodec(cipher, k.DecryptKey, k.DecryptImplicitIv);
 }
 
-(bool Got, int KeyId, string Detail) SendAndCapture(Socket app, Socket client, AeadCodec dec, byte[] marker)
+(bool Got, int KeyId, string Detail) SendAndCapture(Socket app, Socket client, AeadCodec dec, byte[] marker, IPAddress? dst = null)
 {
-    app.SendTo(marker, new IPEndPoint(clientVpnIp, 7777));
+    app.SendTo(marker, new IPEndPoint(dst ?? clientVpnIp, 7777));
     var buf = new byte[4096];
     var plain = new byte[4096];
     var deadline = Stopwatch.StartNew();
@@ -195,11 +209,11 @@ static AeadCodec ClientCodec(byte[] key2, bool encrypt)
     return (false, -1, last);
 }
 
-bool ClientSend(AeadCodec enc, int keyId, uint packetId, int dstPort, byte[] payload, Socket app)
+bool ClientSend(AeadCodec enc, int keyId, uint packetId, int dstPort, byte[] payload, Socket app, uint peerId = 1, IPAddress? src = null)
 {
-    byte[] ip = Ipv4Udp(clientVpnIp, serverIp, 40000, (ushort)dstPort, payload);
+    byte[] ip = Ipv4Udp(src ?? clientVpnIp, serverIp, 40000, (ushort)dstPort, payload);
     var wire = new byte[ip.Length + 64];
-    int len = enc.SealDataV2(wire, keyId, 1, packetId, ip);
+    int len = enc.SealDataV2(wire, keyId, peerId, packetId, ip);
     clientUdp.SendTo(wire.AsSpan(0, len), serverEp);
     var buf = new byte[2048];
     var deadline = Stopwatch.StartNew();

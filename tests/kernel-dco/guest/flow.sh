@@ -71,7 +71,26 @@ round() { # $1 family, $2 kind, $3 client dco 1|0
   for i in $(seq 1 20); do ip -n kdco-cli link show tun0 >/dev/null 2>&1 || break; sleep 0.5; done
 }
 
+managed() { # optional comparison: the same client against `ovpnas serve` (managed userspace data plane)
+  log "===== compare: ovpnas serve (managed data plane), client with DCO"
+  ip netns exec kdco-srv timeout 300 dotnet "$KDCO_CLI" serve --data-dir "$KDCO_FLOW_DATA" > $OUT/server-managed.log 2>&1 &
+  SPID=$!
+  waitfor $OUT/server-managed.log 'Initialization Sequence Completed' 120
+  ip netns exec kdco-cli openvpn --config "$KDCO_FLOW_PROFILE" --verb 3 --log $OUT/client-managed.log --writepid /tmp/cli.pid --daemon
+  sleep 1; CPID=$(cat /tmp/cli.pid 2>/dev/null)
+  waitfor $OUT/client-managed.log 'Initialization Sequence Completed' 120
+  ip netns exec kdco-srv iperf3 -s -B 172.27.224.1 -1 > /dev/null 2>&1 &
+  sleep 1
+  ip netns exec kdco-cli timeout 60 iperf3 -c 172.27.224.1 -t ${KDCO_IPERF_TIME:-3} -f m > $OUT/iperf-managed.txt 2>&1
+  log "COMPARE managed data plane: iperf3 $(grep -E 'receiver$' $OUT/iperf-managed.txt | grep -oE '[0-9.]+ Mbits/sec' || echo failed)"
+  kill "$CPID"; CPID=""; sleep 2
+  kill "$SPID"; for i in $(seq 1 40); do kill -0 "$SPID" 2>/dev/null || break; sleep 0.5; done; SPID=""
+  for i in $(seq 1 20); do ip -n kdco-cli link show tun0 >/dev/null 2>&1 || break; sleep 0.5; done
+}
+
+[ "${KDCO_COMPARE:-0}" = 1 ] && [ -n "${KDCO_CLI:-}" ] && managed
 round ovpn-dco-v2 ovpn-dco "${KDCO_CLIENT_DCO:-1}"
 if [ -d /sys/module/ovpn ]; then round ovpn ovpn 0; else log "round 2 (server on upstream ovpn): SKIPPED (module not loaded)"; fi
+grep -hE 'iperf3 through' /xfer/guest.log | sed 's/^.*CHECK/  CHECK/' ; grep -h 'COMPARE' /xfer/guest.log | sed 's/^/  /'
 log "flow: $fails failure(s)"
 [ $fails = 0 ]
