@@ -24,9 +24,18 @@ public sealed record ListenOptions
     /// <summary>Listen address; IPv6Any listens on IPv4 and IPv6 (dual-stack).</summary>
     public IPAddress Address { get; init; } = IPAddress.IPv6Any;
 
-    public string TunName { get; init; } = "as0t0";
+    /// <summary>TUN names are this prefix plus the daemon index: as0t0, as0t1, ...</summary>
+    public string TunPrefix { get; init; } = "as0t";
 
     public int TunMtu { get; init; } = 1420;
+
+    /// <summary>vpn.server.daemon.ovpndco: prefer data channel offload.</summary>
+    public bool PreferOffload { get; init; }
+
+    /// <summary>Non-offload mode: single-threaded daemons per transport (Access Server's n_daemons).</summary>
+    public int UdpDaemons { get; init; } = 1;
+
+    public int TcpDaemons { get; init; } = 1;
 }
 
 /// <summary>
@@ -39,8 +48,10 @@ public sealed partial class ServerHost : IAsyncDisposable
     private readonly SessionManager _sessions;
     private readonly CancellationTokenSource _stop = new();
     private readonly List<Task> _tasks = [];
-    private ITunDevice? _tun;
-    private ManagedDataPlane? _dataPlane;
+    private readonly List<ITunDevice> _tuns = [];
+    private readonly List<ManagedDataPlane> _daemons = [];
+    private IDataPathSelector? _paths;
+    private long _unroutedData;
     private Socket? _udp;
     private Socket? _tcp;
     private Thread? _udpThread;
@@ -55,7 +66,16 @@ public sealed partial class ServerHost : IAsyncDisposable
 
     public SessionManager Sessions => _sessions;
 
-    public IDataPlane DataPlane => _dataPlane ?? throw new InvalidOperationException("not started");
+    /// <summary>The data paths (daemons, or offload engine plus fallback).</summary>
+    public IDataPathSelector Paths => _paths ?? throw new InvalidOperationException("not started");
+
+    /// <summary>The preferred data plane (offload engine when active, else the first daemon).</summary>
+    public IDataPlane DataPlane => Paths.Paths[0].Plane;
+
+    /// <summary>"active: ENGINE VERSION" or "inactive: why" — Status' "data channel offloading" row.</summary>
+    public string OffloadStatus { get; private set; } = "inactive: server not started";
+
+    public bool OffloadActive { get; private set; }
 
     public IPEndPoint? UdpEndPoint => _udp?.LocalEndPoint as IPEndPoint;
 
@@ -64,16 +84,41 @@ public sealed partial class ServerHost : IAsyncDisposable
     public long TcpFramingErrors => Interlocked.Read(ref _tcpFramingErrors);
 
     /// <summary>Creates the TUN device and starts listening.</summary>
-    public void Start(Func<string, int, ITunDevice>? tunFactory = null)
+    public void Start(Func<string, IpPool, ITunDevice>? tunFactory = null)
     {
+        var factory = tunFactory ?? CreateLinuxTun;
         var pool = _sessions.Options.Pool;
-        _tun = (tunFactory ?? CreateLinuxTun)(_listen.TunName, pool.PrefixLength);
-        _dataPlane = new ManagedDataPlane(_tun, _sessions)
+        if (_listen.PreferOffload)
         {
-            RenegotiationTrigger = _sessions.Options.PacketIdRenegotiationTrigger,
-        };
-        _sessions.DataPlane = _dataPlane;
-        _dataPlane.Start();
+            // The userspace offload engine and the kernel backend plug in here; until one is
+            // available the server says exactly why offload is inactive and runs daemons.
+            OffloadStatus = "inactive: no offload engine is available in this build; running single-threaded daemons";
+            Log.Warn("server", $"data channel offload: {OffloadStatus}");
+        }
+        else
+        {
+            OffloadStatus = "inactive: disabled by vpn.server.daemon.ovpndco=false";
+        }
+
+        int udpN = _listen.Udp ? Math.Max(1, _listen.UdpDaemons) : 0;
+        int tcpN = _listen.Tcp ? Math.Max(1, _listen.TcpDaemons) : 0;
+        var slices = IpPool.Split(pool.Network, pool.PrefixLength, udpN + tcpN);
+        var udpPaths = new List<DataPath>();
+        var tcpPaths = new List<DataPath>();
+        for (int i = 0; i < udpN + tcpN; i++)
+        {
+            string tunName = _listen.TunPrefix + i;
+            var tun = factory(tunName, slices[i]);
+            _tuns.Add(tun);
+            var dp = new ManagedDataPlane(tun, _sessions) { RenegotiationTrigger = _sessions.Options.PacketIdRenegotiationTrigger };
+            _daemons.Add(dp);
+            dp.Start();
+            var path = new DataPath($"daemon {(i < udpN ? "udp" : "tcp")}#{(i < udpN ? i : i - udpN)}", dp, slices[i], isOffload: false, tunName);
+            (i < udpN ? udpPaths : tcpPaths).Add(path);
+        }
+
+        _paths = new DaemonSelector(udpPaths, tcpPaths);
+        _sessions.Paths = _paths;
 
         if (_listen.Udp)
         {
@@ -106,16 +151,22 @@ public sealed partial class ServerHost : IAsyncDisposable
             Log.Info("server", $"listening on TCP {_tcp.LocalEndPoint}");
         }
 
-        _keepalive = new Timer(_ => _dataPlane?.Tick(), null, 1000, 1000);
+        _keepalive = new Timer(_ =>
+        {
+            foreach (var d in _daemons)
+            {
+                d.Tick();
+            }
+        }, null, 1000, 1000);
     }
 
-    private ITunDevice CreateLinuxTun(string name, int prefix)
+    private ITunDevice CreateLinuxTun(string name, IpPool slice)
     {
         var tun = Platform.Linux.TunDevice.Create(name);
         try
         {
             tun.SetMtu(_listen.TunMtu);
-            tun.AddAddress(_sessions.Options.Pool.ServerAddress, prefix);
+            tun.AddAddress(slice.ServerAddress, slice.PrefixLength);
             tun.SetUp();
         }
         catch
@@ -124,8 +175,35 @@ public sealed partial class ServerHost : IAsyncDisposable
             throw;
         }
 
-        Log.Info("server", $"TUN {tun.Name} up: {_sessions.Options.Pool.ServerAddress}/{prefix}, mtu {_listen.TunMtu}");
+        Log.Info("server", $"TUN {tun.Name} up: {slice.ServerAddress}/{slice.PrefixLength}, mtu {_listen.TunMtu}");
         return new LinuxTunAdapter(tun);
+    }
+
+    /// <summary>
+    /// Routes one packet read from a link: data packets to the data plane of their peer (by peer-id
+    /// for DATA_V2, by link for DATA_V1), everything else to the control plane.
+    /// </summary>
+    private void Dispatch(ILinkTransport link, ReadOnlySpan<byte> packet, Span<byte> scratch)
+    {
+        var op = Protocol.Wire.OpcodeByte.GetOpcode(packet[0]);
+        if (op is Protocol.Wire.Opcode.DataV2 or Protocol.Wire.Opcode.DataV1)
+        {
+            IDataPlane? plane = op == Protocol.Wire.Opcode.DataV2
+                ? packet.Length >= 4 ? _sessions.PlaneForPeer(BinaryPrimitives.ReadUInt32BigEndian(packet) & 0xFFFFFF) : null
+                : _sessions.PlaneForLink(link);
+            if (plane is ManagedDataPlane m)
+            {
+                m.OnLinkPacket(link, packet, scratch);
+            }
+            else
+            {
+                Interlocked.Increment(ref _unroutedData);
+            }
+
+            return;
+        }
+
+        _sessions.OnControlPacket(link, packet);
     }
 
     /// <summary>UDP: one receive thread; data packets are decrypted inline, control packets go to sessions.</summary>
@@ -163,7 +241,7 @@ public sealed partial class ServerHost : IAsyncDisposable
             try
             {
                 var link = _sessions.FindUdpLink(from) ?? new UdpLinkTransport(sock, from);
-                _dataPlane!.OnLinkPacket(link, buf.AsSpan(0, n), scratch);
+                Dispatch(link, buf.AsSpan(0, n), scratch);
             }
             catch (Exception e)
             {
@@ -230,7 +308,7 @@ public sealed partial class ServerHost : IAsyncDisposable
                         break;
                     }
 
-                    _dataPlane!.OnLinkPacket(link, buf.AsSpan(pos + 2, len), scratch);
+                    Dispatch(link, buf.AsSpan(pos + 2, len), scratch);
                     pos += 2 + len;
                 }
 
@@ -267,8 +345,16 @@ public sealed partial class ServerHost : IAsyncDisposable
         _udp?.Dispose();
         _tcp?.Dispose();
         await Task.WhenAll(_tasks).WaitAsync(TimeSpan.FromSeconds(3)).ContinueWith(_ => { }, TaskScheduler.Default).ConfigureAwait(false);
-        _dataPlane?.Dispose();
-        _tun?.Dispose();
+        foreach (var d in _daemons)
+        {
+            d.Dispose();
+        }
+
+        foreach (var t in _tuns)
+        {
+            t.Dispose();
+        }
+
         _udpThread?.Join(TimeSpan.FromSeconds(2));
         _sessions.Dispose();
         Log.Info("server", "stopped");
@@ -281,18 +367,28 @@ public sealed partial class ServerHost : IAsyncDisposable
             "{" + string.Join(", ", d.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => $"{kv.Key}: {kv.Value}")) + "}";
 
         var peerDrops = new Dictionary<string, long>();
-        if (_dataPlane is not null)
+        var global = new Dictionary<string, long>();
+        if (Interlocked.Read(ref _unroutedData) is > 0 and var unrouted)
         {
-            foreach (var p in _dataPlane.GetPeers())
+            global["UnknownPeer"] = unrouted;
+        }
+
+        foreach (var d in _daemons)
+        {
+            foreach (var p in d.GetPeers())
             {
                 foreach (var (k, v) in p.Drops)
                 {
                     peerDrops[k] = peerDrops.GetValueOrDefault(k) + v;
                 }
             }
+
+            foreach (var (k, v) in d.GlobalDrops)
+            {
+                global[k] = global.GetValueOrDefault(k) + v;
+            }
         }
 
-        var global = _dataPlane?.GlobalDrops ?? new Dictionary<string, long>();
         return $"drops: control={Fmt(_sessions.ControlDrops)} data={Fmt(global)} peers={Fmt(peerDrops)} tcp-framing={TcpFramingErrors}";
     }
 

@@ -92,6 +92,12 @@ public sealed class ServerSession
 
     public CompressionStub Compression { get; private set; } = CompressionStub.None;
 
+    /// <summary>The data path serving this client (null until negotiated).</summary>
+    public DataPath? Path { get; private set; }
+
+    /// <summary>Why the client is on this path (e.g. why it is not offloaded), or null.</summary>
+    public string? DataPathReason { get; private set; }
+
     public string Describe => $"{CommonName ?? "?"}/{Link.Describe()}";
 
     private long NowMs => _clock.ElapsedMilliseconds;
@@ -503,7 +509,7 @@ public sealed class ServerSession
         {
             var cfg = new KeyConfig(PeerId!.Value, KeySlot.Secondary, k.KeyId, Cipher.Value,
                 new KeyDirection(keys.EncryptKey, keys.EncryptImplicitIv), new KeyDirection(keys.DecryptKey, keys.DecryptImplicitIv));
-            _mgr.DataPlane.NewKey(cfg);
+            Path!.Plane.NewKey(cfg);
             k.SwapPending = true;
             Log.Info("session", $"{Describe}: key-id {k.KeyId} negotiated; installed as secondary");
         }
@@ -544,21 +550,32 @@ public sealed class ServerSession
             }
         }
 
-        var ip = _o.Pool.Allocate();
+        var needs = new PeerNeeds((pi.IvProto & 2) != 0, Compression, chosen, Link.IsTcp);
+        var path = _mgr.Paths.Select(needs, out string? pathReason);
+        if (path is null)
+        {
+            failure = $"no data path can serve this client{(pathReason is null ? "" : $" ({pathReason})")}";
+            return false;
+        }
+
+        var ip = path.Pool.Allocate();
         if (ip is null)
         {
-            failure = "address pool exhausted";
+            failure = $"address pool of {path.Name} exhausted";
             return false;
         }
 
         var id = _mgr.PeerIds.Allocate();
         if (id is null)
         {
-            _o.Pool.Release(ip);
+            path.Pool.Release(ip);
             failure = "no free peer-id";
             return false;
         }
 
+        Path = path;
+        DataPathReason = pathReason;
+        path.Attach();
         VpnAddress = ip;
         PeerId = id;
         failure = null;
@@ -567,7 +584,7 @@ public sealed class ServerSession
 
     private void InstallFirstKey(KeyCtx k, DataChannelKeys keys)
     {
-        var dp = _mgr.DataPlane;
+        var dp = Path!.Plane;
         dp.NewPeer(new PeerConfig(PeerId!.Value, Link, VpnAddress, null)
         {
             DataV2 = (PeerInfo!.IvProto & 2) != 0,
@@ -580,7 +597,8 @@ public sealed class ServerSession
         _primaryKeyId = k.KeyId;
         _primarySinceMs = NowMs;
         Log.Info("session", $"{Describe}: authenticated; peer-id {PeerId}, {VpnAddress}, cipher {DataCipherNames.ToName(Cipher.Value)}, " +
-            $"{(PeerInfo.IvVer is { } v ? "client " + v : "client version unknown")}");
+            $"{(PeerInfo.IvVer is { } v ? "client " + v : "client version unknown")}, data path {Path!.Name}" +
+            (DataPathReason is null ? string.Empty : $" ({DataPathReason})"));
     }
 
     private void OnControlMessage(string msg)
@@ -611,11 +629,18 @@ public sealed class ServerSession
         _pushed = true;
         var opts = new List<string>
         {
-            $"route-gateway {_o.Pool.ServerAddress}",
+            $"route-gateway {Path!.Pool.ServerAddress}",
             "topology subnet",
             $"ping {_o.PingSeconds}",
             $"ping-restart {_o.PingRestartSeconds}",
         };
+        if (Path.Pool.PrefixLength != _o.Pool.PrefixLength)
+        {
+            // This daemon serves a slice of the client network: route the whole network through the
+            // tunnel so clients reach the server and clients of the other daemons.
+            opts.Add($"route {_o.Pool.Network} {_o.Pool.Netmask}");
+        }
+
         opts.AddRange(_o.ExtraPush);
         if (Compression == CompressionStub.StubV2)
         {
@@ -626,7 +651,7 @@ public sealed class ServerSession
             opts.Add("comp-lzo no");
         }
 
-        opts.Add($"ifconfig {VpnAddress} {_o.Pool.Netmask}");
+        opts.Add($"ifconfig {VpnAddress} {Path.Pool.Netmask}");
         var pi = PeerInfo!;
         if ((pi.IvProto & 2) != 0)
         {
@@ -754,7 +779,7 @@ public sealed class ServerSession
             if (k.SwapPending && k.Rel.AllAcked && now - k.OwnKeySentAtMs >= 1000)
             {
                 k.SwapPending = false;
-                _mgr.DataPlane.SwapKeys(PeerId!.Value);
+                Path!.Plane.SwapKeys(PeerId!.Value);
                 _primaryKeyId = k.KeyId;
                 _primarySinceMs = now;
                 Log.Info("session", $"{Describe}: key-id {k.KeyId} is now primary");
@@ -834,13 +859,14 @@ public sealed class ServerSession
 
         if (PeerId is { } id)
         {
-            _mgr.DataPlane.DeletePeer(id);
+            Path!.Plane.DeletePeer(id);
             _mgr.PeerIds.Release(id);
         }
 
-        if (VpnAddress is { } ip)
+        if (VpnAddress is { } ip && Path is { } path)
         {
-            _o.Pool.Release(ip);
+            path.Pool.Release(ip);
+            path.Detach();
         }
 
         _mgr.OnSessionClosed(this, reason);
