@@ -30,12 +30,14 @@ udp.ReceiveBufferSize = 4 << 20;
 udp.SendBufferSize = 4 << 20;
 udp.Bind(new IPEndPoint(listen.Address, listen.UdpPort));
 
-var dp = new KernelDataPlane(new KernelDataPlaneOptions { InterfaceName = listen.TunName, UdpSocket = udp, MultiPeer = true, Family = family }, sessions);
+string tunName = listen.TunPrefix + "0";
+var dp = new KernelDataPlane(new KernelDataPlaneOptions { InterfaceName = tunName, UdpSocket = udp, MultiPeer = true, Family = family }, sessions);
 var pool = control.Pool;
 dp.SetMtu(listen.TunMtu);
 dp.AddAddress(pool.ServerAddress, pool.PrefixLength);
 dp.SetUp();
-sessions.DataPlane = dp;
+// One offloaded path for every client; no fallback daemon here, so a client the kernel cannot carry is refused.
+sessions.Paths = new OffloadSelector(new DataPath($"kernel {dp.Family.Name}", dp, pool, isOffload: true, tunName), null);
 Console.WriteLine($"data plane: {dp.EngineName} {dp.EngineVersion} on {dp.InterfaceName} (ifindex {dp.InterfaceIndex}), {pool.ServerAddress}/{pool.PrefixLength}, UDP {udp.LocalEndPoint}");
 
 long userspaceData = 0;
