@@ -136,6 +136,12 @@ try
         dp.DeletePeer(n);
     }
 
+    // Kernel refusals surface as NetlinkException with errno (and the kernel's extack text when it gives one).
+    var dup = Catch(() => dp.NewPeer(new PeerConfig(1, transport, clientVpnIp, null)));
+    Check("duplicate NEW_PEER refused by the kernel", dup is Ovpn.Platform.Netlink.NetlinkException, dup?.Message ?? "no error");
+    var unknown = Catch(() => dp.SetPeer(77, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(5)));
+    Check("SET_PEER of an unknown peer refused", unknown is Ovpn.Platform.Netlink.NetlinkException, unknown?.Message ?? "no error");
+
     var all = dp.GetPeers();
     Check("GET_PEER dump lists the peer", all.Any(p => p.PeerId == 1), $"{all.Count} peer(s)");
 
@@ -162,6 +168,33 @@ finally
     dp.Dispose();
 }
 Check("RTM_DELLINK on dispose", !Run("ip", "-o link show").Contains($" {ifName}:", StringComparison.Ordinal));
+
+// IPv6 transport: a second device whose UDP socket is IPv6 (sockaddr_in6 / remote-ipv6 in NEW_PEER).
+try
+{
+    using var srv6 = new Socket(AddressFamily.InterNetworkV6, SocketType.Dgram, ProtocolType.Udp);
+    srv6.Bind(new IPEndPoint(IPAddress.IPv6Loopback, 0));
+    using var cli6 = new Socket(AddressFamily.InterNetworkV6, SocketType.Dgram, ProtocolType.Udp);
+    cli6.Bind(new IPEndPoint(IPAddress.IPv6Loopback, 0));
+    cli6.ReceiveTimeout = 500;
+    using var dp6 = new KernelDataPlane(new KernelDataPlaneOptions { InterfaceName = ifName + "v6", UdpSocket = srv6, MultiPeer = true, Family = family }, events);
+    var net6 = IPAddress.Parse("172.28.0.1");
+    var cli6Vpn = IPAddress.Parse("172.28.0.2");
+    dp6.AddAddress(net6, 24);
+    dp6.SetUp();
+    dp6.NewPeer(new PeerConfig(1, new UdpLinkTransport(srv6, cli6.LocalEndPoint!.Serialize()), cli6Vpn, null));
+    InstallKey(dp6, key2a, 1, KeySlot.Primary, 0);
+    var p6 = dp6.GetPeer(1);
+    using var dec6 = ClientCodec(key2a, encrypt: false);
+    using var app6 = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+    app6.Bind(new IPEndPoint(net6, 0));
+    var (ok6, _, det6) = SendAndCapture(app6, cli6, dec6, "over-ipv6"u8.ToArray(), cli6Vpn);
+    Check("IPv6 transport: peer remote + kernel encrypts over UDP/IPv6", ok6 && p6?.Remote == $"udp:{cli6.LocalEndPoint}", $"{p6?.Remote}; {det6}");
+}
+catch (Exception e)
+{
+    Check("IPv6 transport", false, e.Message);
+}
 Console.WriteLine($"{(failures == 0 ? "ALL CHECKS PASSED" : $"{failures} CHECK(S) FAILED")} in {sw.Elapsed.TotalSeconds:F1}s");
 return failures == 0 ? 0 : 1;
 
@@ -254,6 +287,12 @@ static byte[] Ipv4Udp(IPAddress src, IPAddress dst, ushort sport, ushort dport, 
     // UDP checksum 0 = none (allowed for IPv4).
     payload.CopyTo(p, 28);
     return p;
+}
+
+static Exception? Catch(Action a)
+{
+    try { a(); return null; }
+    catch (Exception e) { return e; }
 }
 
 static bool Throws<T>(Action a) where T : Exception
