@@ -6,6 +6,7 @@ using Ovpn.ControlPlane;
 using Ovpn.ControlPlane.Sessions;
 using Ovpn.DataPlane;
 using Ovpn.DataPlane.Engine;
+using Ovpn.DataPlane.Offload;
 using Ovpn.DataPlane.Transport;
 
 namespace Ovpn.Server;
@@ -36,6 +37,9 @@ public sealed record ListenOptions
     public int UdpDaemons { get; init; } = 1;
 
     public int TcpDaemons { get; init; } = 1;
+
+    /// <summary>Offload engine threads (default: one per core).</summary>
+    public int? OffloadWorkers { get; init; }
 }
 
 /// <summary>
@@ -50,6 +54,7 @@ public sealed partial class ServerHost : IAsyncDisposable
     private readonly List<Task> _tasks = [];
     private readonly List<ITunDevice> _tuns = [];
     private readonly List<ManagedDataPlane> _daemons = [];
+    private OffloadDataPlane? _offload;
     private IDataPathSelector? _paths;
     private long _unroutedData;
     private Socket? _udp;
@@ -88,38 +93,6 @@ public sealed partial class ServerHost : IAsyncDisposable
     {
         var factory = tunFactory ?? CreateLinuxTun;
         var pool = _sessions.Options.Pool;
-        if (_listen.PreferOffload)
-        {
-            // The userspace offload engine and the kernel backend plug in here; until one is
-            // available the server says exactly why offload is inactive and runs daemons.
-            OffloadStatus = "inactive: no offload engine is available in this build; running single-threaded daemons";
-            Log.Warn("server", $"data channel offload: {OffloadStatus}");
-        }
-        else
-        {
-            OffloadStatus = "inactive: disabled by vpn.server.daemon.ovpndco=false";
-        }
-
-        int udpN = _listen.Udp ? Math.Max(1, _listen.UdpDaemons) : 0;
-        int tcpN = _listen.Tcp ? Math.Max(1, _listen.TcpDaemons) : 0;
-        var slices = IpPool.Split(pool.Network, pool.PrefixLength, udpN + tcpN);
-        var udpPaths = new List<DataPath>();
-        var tcpPaths = new List<DataPath>();
-        for (int i = 0; i < udpN + tcpN; i++)
-        {
-            string tunName = _listen.TunPrefix + i;
-            var tun = factory(tunName, slices[i]);
-            _tuns.Add(tun);
-            var dp = new ManagedDataPlane(tun, _sessions) { RenegotiationTrigger = _sessions.Options.PacketIdRenegotiationTrigger };
-            _daemons.Add(dp);
-            dp.Start();
-            var path = new DataPath($"daemon {(i < udpN ? "udp" : "tcp")}#{(i < udpN ? i : i - udpN)}", dp, slices[i], isOffload: false, tunName);
-            (i < udpN ? udpPaths : tcpPaths).Add(path);
-        }
-
-        _paths = new DaemonSelector(udpPaths, tcpPaths);
-        _sessions.Paths = _paths;
-
         if (_listen.Udp)
         {
             _udp = new Socket(_listen.Address.AddressFamily, SocketType.Dgram, ProtocolType.Udp);
@@ -131,10 +104,39 @@ public sealed partial class ServerHost : IAsyncDisposable
             _udp.ReceiveBufferSize = 4 << 20;
             _udp.SendBufferSize = 4 << 20;
             _udp.Bind(new IPEndPoint(_listen.Address, _listen.UdpPort));
-            _udpThread = new Thread(RunUdpReceiver) { IsBackground = true, Name = "udp-receiver" };
-            _udpThread.Start();
+        }
+
+        if (_listen.PreferOffload)
+        {
+            StartOffload(factory, pool);
+        }
+        else
+        {
+            OffloadStatus = "inactive: disabled by vpn.server.daemon.ovpndco=false";
+            StartDaemons(factory, pool);
+        }
+
+        Log.Info("server", $"data channel offload: {OffloadStatus}");
+        _sessions.Paths = _paths!;
+        if (_udp is not null)
+        {
+            if (_offload is null)
+            {
+                _udpThread = new Thread(RunUdpReceiver) { IsBackground = true, Name = "udp-receiver" };
+                _udpThread.Start();
+            }
+            else
+            {
+                _offload.Start();
+            }
+
             Log.Info("server", $"listening on UDP {_udp.LocalEndPoint}");
         }
+        else
+        {
+            _offload?.Start();
+        }
+
 
         if (_listen.Tcp)
         {
@@ -160,6 +162,69 @@ public sealed partial class ServerHost : IAsyncDisposable
         }, null, 1000, 1000);
     }
 
+    /// <summary>Non-offload mode: single-threaded daemons per transport, each with its TUN and pool slice.</summary>
+    private void StartDaemons(Func<string, IpPool, ITunDevice> factory, IpPool pool)
+    {
+        int udpN = _listen.Udp ? Math.Max(1, _listen.UdpDaemons) : 0;
+        int tcpN = _listen.Tcp ? Math.Max(1, _listen.TcpDaemons) : 0;
+        var slices = IpPool.Split(pool.Network, pool.PrefixLength, udpN + tcpN);
+        var udpPaths = new List<DataPath>();
+        var tcpPaths = new List<DataPath>();
+        for (int i = 0; i < udpN + tcpN; i++)
+        {
+            bool udp = i < udpN;
+            var path = StartDaemon(factory, _listen.TunPrefix + i, slices[i], $"daemon {(udp ? "udp" : "tcp")}#{(udp ? i : i - udpN)}");
+            (udp ? udpPaths : tcpPaths).Add(path);
+        }
+
+        _paths = new DaemonSelector(udpPaths, tcpPaths);
+    }
+
+    private DataPath StartDaemon(Func<string, IpPool, ITunDevice> factory, string tunName, IpPool slice, string name)
+    {
+        var tun = factory(tunName, slice);
+        _tuns.Add(tun);
+        var dp = new ManagedDataPlane(tun, _sessions) { RenegotiationTrigger = _sessions.Options.PacketIdRenegotiationTrigger };
+        _daemons.Add(dp);
+        dp.Start();
+        return new DataPath(name, dp, slice, isOffload: false, tunName);
+    }
+
+    /// <summary>
+    /// Offload mode: the multi-threaded offload engine reads the UDP socket itself and carries every
+    /// peer it can (AEAD, DATA_V2, no compression); one single-threaded daemon serves the others.
+    /// </summary>
+    private void StartOffload(Func<string, IpPool, ITunDevice> factory, IpPool pool)
+    {
+        var slices = IpPool.Split(pool.Network, pool.PrefixLength, 2);
+        var fallback = StartDaemon(factory, _listen.TunPrefix + "1", slices[1], "daemon (not offloadable)");
+        string tunName = _listen.TunPrefix + "0";
+        var sockets = _udp is null ? Array.Empty<Socket>() : [_udp];
+        _offload = Platform.Net.OffloadPlatform.Create(
+            sockets, tunName,
+            tun =>
+            {
+                tun.SetMtu(_listen.TunMtu);
+                tun.AddAddress(slices[0].ServerAddress, slices[0].PrefixLength);
+                tun.SetUp();
+                Log.Info("server", $"TUN {tun.Name} (multi-queue) up: {slices[0].ServerAddress}/{slices[0].PrefixLength}, mtu {_listen.TunMtu}");
+            },
+            _sessions,
+            (s, a) => _sessions.FindUdpLink(a) ?? new UdpLinkTransport(s.Socket, a),
+            workers: _listen.OffloadWorkers,
+            unhandledData: (link, packet) =>
+            {
+                // On an engine thread: peers offload does not carry go to the fallback daemon.
+                Span<byte> scratch = stackalloc byte[ManagedDataPlane.MaxPacket];
+                Dispatch(link, packet, scratch, allowOffload: false);
+            });
+        _offload.RenegotiationTrigger = _sessions.Options.PacketIdRenegotiationTrigger;
+        var offloadPath = new DataPath("offload", _offload, slices[0], isOffload: true, tunName);
+        _paths = new OffloadSelector(offloadPath, fallback);
+        OffloadActive = true;
+        OffloadStatus = $"active: {_offload.EngineName} {_offload.EngineVersion} (userspace, {_offload.WorkerCount} threads, cipher {_offload.CipherImplementation})";
+    }
+
     private ITunDevice CreateLinuxTun(string name, IpPool slice)
     {
         var tun = Platform.Linux.TunDevice.Create(name);
@@ -183,7 +248,7 @@ public sealed partial class ServerHost : IAsyncDisposable
     /// Routes one packet read from a link: data packets to the data plane of their peer (by peer-id
     /// for DATA_V2, by link for DATA_V1), everything else to the control plane.
     /// </summary>
-    private void Dispatch(ILinkTransport link, ReadOnlySpan<byte> packet, Span<byte> scratch)
+    private void Dispatch(ILinkTransport link, ReadOnlySpan<byte> packet, Span<byte> scratch, bool allowOffload = true)
     {
         var op = Protocol.Wire.OpcodeByte.GetOpcode(packet[0]);
         if (op is Protocol.Wire.Opcode.DataV2 or Protocol.Wire.Opcode.DataV1)
@@ -191,9 +256,9 @@ public sealed partial class ServerHost : IAsyncDisposable
             IDataPlane? plane = op == Protocol.Wire.Opcode.DataV2
                 ? packet.Length >= 4 ? _sessions.PlaneForPeer(BinaryPrimitives.ReadUInt32BigEndian(packet) & 0xFFFFFF) : null
                 : _sessions.PlaneForLink(link);
-            if (plane is ManagedDataPlane m)
+            if (plane is ILinkPacketSink sink && (allowOffload || plane is ManagedDataPlane))
             {
-                m.OnLinkPacket(link, packet, scratch);
+                sink.OnLinkPacket(link, packet, scratch);
             }
             else
             {
@@ -345,6 +410,7 @@ public sealed partial class ServerHost : IAsyncDisposable
         _udp?.Dispose();
         _tcp?.Dispose();
         await Task.WhenAll(_tasks).WaitAsync(TimeSpan.FromSeconds(3)).ContinueWith(_ => { }, TaskScheduler.Default).ConfigureAwait(false);
+        _offload?.Dispose();
         foreach (var d in _daemons)
         {
             d.Dispose();
@@ -373,9 +439,9 @@ public sealed partial class ServerHost : IAsyncDisposable
             global["UnknownPeer"] = unrouted;
         }
 
-        foreach (var d in _daemons)
+        foreach (var path in _paths?.Paths ?? [])
         {
-            foreach (var p in d.GetPeers())
+            foreach (var p in path.Plane.GetPeers())
             {
                 foreach (var (k, v) in p.Drops)
                 {
@@ -383,7 +449,7 @@ public sealed partial class ServerHost : IAsyncDisposable
                 }
             }
 
-            foreach (var (k, v) in d.GlobalDrops)
+            foreach (var (k, v) in path.Plane.GlobalDrops)
             {
                 global[k] = global.GetValueOrDefault(k) + v;
             }

@@ -46,6 +46,7 @@ public sealed class ServerSession
     private long _primarySinceMs;
     private bool _closed;
     private bool _pushed;
+    private HashAlgorithmName? _cbcDigest;
     private string? _closeReason;
 
     public ServerSession(SessionManager mgr, ControlPlaneOptions o, ILinkTransport link, ulong peerSessionId, Stopwatch clock)
@@ -507,9 +508,7 @@ public sealed class ServerSession
         }
         else
         {
-            var cfg = new KeyConfig(PeerId!.Value, KeySlot.Secondary, k.KeyId, Cipher.Value,
-                new KeyDirection(keys.EncryptKey, keys.EncryptImplicitIv), new KeyDirection(keys.DecryptKey, keys.DecryptImplicitIv));
-            Path!.Plane.NewKey(cfg);
+            Path!.Plane.NewKey(MakeKeyConfig(KeySlot.Secondary, k.KeyId, keys));
             k.SwapPending = true;
             Log.Info("session", $"{Describe}: key-id {k.KeyId} negotiated; installed as secondary");
         }
@@ -524,13 +523,28 @@ public sealed class ServerSession
             return false;
         }
 
+        Cipher = chosen;
         if (!DataCipherNames.IsAead(chosen))
         {
-            failure = $"cipher {DataCipherNames.ToName(chosen)} is not an AEAD cipher; this server's data channel carries AEAD ciphers only";
-            return false;
-        }
+            // Only reachable when the admin listed a CBC cipher in vpn.server.data_ciphers: the
+            // 2.3-era data channel, HMAC with the client's --auth digest (SHA1 by default).
+            string auth = OptionsString.GetField(m.Options, "auth") ?? "SHA1";
+            _cbcDigest = auth.ToUpperInvariant() switch
+            {
+                "SHA1" => HashAlgorithmName.SHA1,
+                "SHA256" => HashAlgorithmName.SHA256,
+                "SHA384" => HashAlgorithmName.SHA384,
+                "SHA512" => HashAlgorithmName.SHA512,
+                _ => null,
+            };
+            if (_cbcDigest is null)
+            {
+                failure = $"cipher {DataCipherNames.ToName(chosen)} with --auth {auth} is not supported (SHA1, SHA256, SHA384, SHA512 are)";
+                return false;
+            }
 
-        Cipher = chosen;
+            Log.Info("session", $"{Describe}: legacy CBC data channel {DataCipherNames.ToName(chosen)} with HMAC-{auth} (allowed by vpn.server.data_ciphers)");
+        }
 
         // A profile with comp-lzo / compress makes the client frame data with a stub byte. We never
         // compress: tell it "no compression" in the framing it understands.
@@ -592,13 +606,27 @@ public sealed class ServerSession
         });
         // The server side waits twice the pushed ping-restart, as OpenVPN's keepalive helper does.
         dp.SetPeer(PeerId.Value, TimeSpan.FromSeconds(_o.PingSeconds), TimeSpan.FromSeconds(_o.PingRestartSeconds * 2));
-        dp.NewKey(new KeyConfig(PeerId.Value, KeySlot.Primary, k.KeyId, Cipher!.Value,
-            new KeyDirection(keys.EncryptKey, keys.EncryptImplicitIv), new KeyDirection(keys.DecryptKey, keys.DecryptImplicitIv)));
+        dp.NewKey(MakeKeyConfig(KeySlot.Primary, k.KeyId, keys));
         _primaryKeyId = k.KeyId;
         _primarySinceMs = NowMs;
-        Log.Info("session", $"{Describe}: authenticated; peer-id {PeerId}, {VpnAddress}, cipher {DataCipherNames.ToName(Cipher.Value)}, " +
+        Log.Info("session", $"{Describe}: authenticated; peer-id {PeerId}, {VpnAddress}, cipher {DataCipherNames.ToName(Cipher!.Value)}, " +
             $"{(PeerInfo.IvVer is { } v ? "client " + v : "client version unknown")}, data path {Path!.Name}" +
             (DataPathReason is null ? string.Empty : $" ({DataPathReason})"));
+    }
+
+    private KeyConfig MakeKeyConfig(KeySlot slot, int keyId, DataChannelKeys keys)
+    {
+        if (DataCipherNames.IsAead(Cipher!.Value))
+        {
+            return new KeyConfig(PeerId!.Value, slot, keyId, Cipher.Value,
+                new KeyDirection(keys.EncryptKey, keys.EncryptImplicitIv), new KeyDirection(keys.DecryptKey, keys.DecryptImplicitIv));
+        }
+
+        return new KeyConfig(PeerId!.Value, slot, keyId, Cipher.Value,
+            KeyDirection.ForCbc(keys.EncryptKey, keys.EncryptHmacKey!), KeyDirection.ForCbc(keys.DecryptKey, keys.DecryptHmacKey!))
+        {
+            CbcDigest = _cbcDigest,
+        };
     }
 
     private void OnControlMessage(string msg)
