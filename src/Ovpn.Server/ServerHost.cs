@@ -38,6 +38,9 @@ public sealed record ListenOptions
 
     public int TcpDaemons { get; init; } = 1;
 
+    /// <summary>Use the kernel ovpn-dco-v2 / ovpn module when it is loaded (offload mode only).</summary>
+    public bool KernelOffload { get; init; } = true;
+
     /// <summary>Offload engine threads (default: one per core).</summary>
     public int? OffloadWorkers { get; init; }
 }
@@ -55,6 +58,7 @@ public sealed partial class ServerHost : IAsyncDisposable
     private readonly List<ITunDevice> _tuns = [];
     private readonly List<ManagedDataPlane> _daemons = [];
     private OffloadDataPlane? _offload;
+    private Platform.Dco.KernelDataPlane? _kernel;
     private IDataPathSelector? _paths;
     private long _unroutedData;
     private Socket? _udp;
@@ -199,6 +203,43 @@ public sealed partial class ServerHost : IAsyncDisposable
         var slices = IpPool.Split(pool.Network, pool.PrefixLength, 2);
         var fallback = StartDaemon(factory, _listen.TunPrefix + "1", slices[1], "daemon (not offloadable)");
         string tunName = _listen.TunPrefix + "0";
+
+        // "Prefer kernel OpenVPN data channel offloading if available": the ovpn-dco-v2 / ovpn module
+        // when it is loaded and usable, else our multi-threaded userspace engine.
+        string kernelWhy;
+        if (_listen.KernelOffload && _udp is not null)
+        {
+            var probe = Platform.Dco.KernelDco.Probe();
+            kernelWhy = probe.Reason ?? string.Empty;
+            if (probe.Usable)
+            {
+                try
+                {
+                    var kdp = new Platform.Dco.KernelDataPlane(new Platform.Dco.KernelDataPlaneOptions { InterfaceName = tunName, UdpSocket = _udp }, _sessions);
+                    kdp.SetMtu(_listen.TunMtu);
+                    kdp.AddAddress(slices[0].ServerAddress, slices[0].PrefixLength);
+                    kdp.SetUp();
+                    _kernel = kdp;
+                    Log.Info("server", $"{tunName} ({kdp.LinkKind}) up: {slices[0].ServerAddress}/{slices[0].PrefixLength}, mtu {_listen.TunMtu}");
+                    var kernelPath = new DataPath("kernel offload", kdp, slices[0], isOffload: true, tunName);
+                    _paths = new OffloadSelector(kernelPath, fallback, offloadCarriesTcp: false);
+                    OffloadActive = true;
+                    OffloadStatus = $"active: {kdp.EngineName} {kdp.EngineVersion} (kernel module {probe.ModuleName} {probe.ModuleVersion ?? "?"})";
+                    return;
+                }
+                catch (Exception e) when (e is not OutOfMemoryException)
+                {
+                    kernelWhy = $"kernel module present but unusable: {e.Message}";
+                    _kernel?.Dispose();
+                    _kernel = null;
+                }
+            }
+        }
+        else
+        {
+            kernelWhy = _udp is null ? "kernel offload needs UDP (TCP peers are not offloaded by the module)" : "kernel offload disabled";
+        }
+
         var sockets = _udp is null ? Array.Empty<Socket>() : [_udp];
         _offload = Platform.Net.OffloadPlatform.Create(
             sockets, tunName,
@@ -222,7 +263,7 @@ public sealed partial class ServerHost : IAsyncDisposable
         var offloadPath = new DataPath("offload", _offload, slices[0], isOffload: true, tunName);
         _paths = new OffloadSelector(offloadPath, fallback);
         OffloadActive = true;
-        OffloadStatus = $"active: {_offload.EngineName} {_offload.EngineVersion} (userspace, {_offload.WorkerCount} threads, cipher {_offload.CipherImplementation})";
+        OffloadStatus = $"active: {_offload.EngineName} {_offload.EngineVersion} (userspace, {_offload.WorkerCount} threads, cipher {_offload.CipherImplementation}); kernel module not used: {kernelWhy}";
     }
 
     private ITunDevice CreateLinuxTun(string name, IpPool slice)
@@ -411,6 +452,7 @@ public sealed partial class ServerHost : IAsyncDisposable
         _tcp?.Dispose();
         await Task.WhenAll(_tasks).WaitAsync(TimeSpan.FromSeconds(3)).ContinueWith(_ => { }, TaskScheduler.Default).ConfigureAwait(false);
         _offload?.Dispose();
+        _kernel?.Dispose();
         foreach (var d in _daemons)
         {
             d.Dispose();

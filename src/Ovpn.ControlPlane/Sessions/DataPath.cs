@@ -78,13 +78,13 @@ public sealed class DaemonSelector(IReadOnlyList<DataPath> udp, IReadOnlyList<Da
 /// Offload mode: one offloaded data plane for every peer it can carry; peers that need what offload
 /// cannot carry (CBC, compression framing, no DATA_V2) go to a non-offload daemon, with the reason.
 /// </summary>
-public sealed class OffloadSelector(DataPath offload, DataPath? fallback) : IDataPathSelector
+public sealed class OffloadSelector(DataPath offload, DataPath? fallback, bool offloadCarriesTcp = true) : IDataPathSelector
 {
     public IReadOnlyList<DataPath> Paths { get; } = fallback is null ? [offload] : [offload, fallback];
 
     public DataPath? Select(PeerNeeds needs, out string? reason)
     {
-        reason = needs.OffloadBlocker;
+        reason = needs.OffloadBlocker ?? (needs.Tcp && !offloadCarriesTcp ? "TCP transport (the kernel module offloads UDP peers)" : null);
         if (reason is null)
         {
             return offload;
