@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
 using System.Runtime.InteropServices;
+using Ovpn.Admin;
 using Ovpn.ControlPlane;
 using Ovpn.ControlPlane.Config;
 using Ovpn.ControlPlane.Sessions;
@@ -43,6 +44,7 @@ public static class ServeCommand
         };
 
         await using var mgmt = ManagementServer.Start(target, dataDir);
+        await using var admin = await StartAdminAsync(target, dataDir, settings).ConfigureAwait(false);
         while (true)
         {
             var host = new ServerHost(listen, control);
@@ -69,6 +71,28 @@ public static class ServeCommand
             Volatile.Write(ref restart, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously));
             (listen, control, settings) = pending!.Value;
             Log.Info("server", "restarting the VPN service with the new configuration");
+        }
+    }
+
+    /// <summary>
+    /// The admin web UI (HTTPS on cs.https.port). OVPNAS_ADMIN=off disables it; a port that cannot
+    /// be bound is logged and the VPN service runs on without the UI.
+    /// </summary>
+    private static async Task<IAsyncDisposable?> StartAdminAsync(IManagementTarget target, string dataDir, ServerSettings settings)
+    {
+        if (string.Equals(Environment.GetEnvironmentVariable("OVPNAS_ADMIN"), "off", StringComparison.OrdinalIgnoreCase))
+        {
+            return null;
+        }
+
+        try
+        {
+            return await AdminHost.StartAsync(target, dataDir, new AdminOptions { Port = settings.HttpsPort }).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or InvalidOperationException)
+        {
+            Log.Error("admin", $"admin web UI not started on port {settings.HttpsPort}: {e.Message}");
+            return null;
         }
     }
 }
