@@ -21,6 +21,7 @@ public static class ServeCommand
         }
 
         var (listen, control, settings) = ServerFactory.Load(dataDir);
+        control = DcoPolicy.Apply(control, settings);
         if (!settings.DaemonEnabled)
         {
             Console.Error.WriteLine("ovpnas: vpn.server.daemon.enable is false; not starting");
@@ -39,7 +40,8 @@ public static class ServeCommand
         var target = new ServerManagementTarget(dataDir, () => stop.TrySetResult());
         target.RestartRequested += _ =>
         {
-            pending = ServerFactory.Load(dataDir);
+            var (l, c, s) = ServerFactory.Load(dataDir);
+            pending = (l, DcoPolicy.Apply(c, s), s);
             Volatile.Read(ref restart).TrySetResult();
         };
 

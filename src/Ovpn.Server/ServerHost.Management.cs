@@ -119,7 +119,7 @@ public sealed partial class ServerHost
             else
             {
                 Live(ConfigKeys.Dco, next.Dco != cur.Dco, next.Dco
-                    ? "offload preferred; the kernel module is not available, so the data path stays userspace"
+                    ? "offload preferred; the kernel module is not available, so the data path stays userspace (compression off and AEAD-only negotiation apply from the next restart)"
                     : "offload off");
             }
 

@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: MIT
+using System.Net;
 using System.Text.Json;
 using System.Text.RegularExpressions;
 using Microsoft.Playwright;
 using Ovpn.ControlPlane.Config;
+using Ovpn.Testing;
 
 namespace Ovpn.Admin.Tests;
 
@@ -254,5 +256,42 @@ public sealed class AdminUiTests(ServeFixture f) : IClassFixture<ServeFixture>
         await page.FillAsync("#password", "Plain-Pass-1");
         await page.ClickAsync("#login");
         Assert.Contains("Login failed", await page.TextContentAsync("[role=alert]"));
+    }
+
+    [Fact]
+    public async Task StockClientConnectsWithTheDownloadedProfileAndShowsUpInStatus()
+    {
+        Requirements.RequireOrFail(Requirement.OpenVpn);
+        var (ctx, page) = await f.LoginAsync();
+        await using var _c = ctx;
+        await page.GotoAsync(f.BaseUrl + "/users");
+        await page.FillAsync("#new-name", "carol");
+        await page.ClickAsync("#add");
+        var download = await page.RunAndWaitForDownloadAsync(() => page.Locator("tr[data-user=carol] a.profile").ClickAsync());
+        var profile = await File.ReadAllTextAsync((await download.PathAsync())!);
+
+        await using var vpn = OpenVpnProcess.Start(f.ClientNs, profile);
+        await vpn.WaitInitializedAsync(TimeSpan.FromSeconds(60));
+        var ping = await TrafficCheck.PingAsync(f.ClientNs, IPAddress.Parse("172.27.224.1"), count: 3);
+        Assert.Equal(0.0, ping.Loss);
+
+        await page.GotoAsync(f.BaseUrl + "/status");
+        Assert.Equal("1", (await page.TextContentAsync("#client-count"))!.Trim());
+        var row = page.Locator("#clients tr.client", new() { HasText = "carol" });
+        Assert.Equal(1, await row.CountAsync());
+        var cells = await row.Locator("td").AllTextContentsAsync();
+        Assert.Equal("carol", cells[0]);
+        Assert.StartsWith("172.27.224.", cells[2]);
+        Assert.Equal("AES-256-GCM", cells[4]);
+        Assert.StartsWith("ovpnas-userspace", cells[5]);
+        Assert.True(long.Parse(cells[6], System.Globalization.CultureInfo.InvariantCulture) > 0, "bytes in");
+
+        var (rc, json, _) = f.Cli("sacli", "VPNStatus");
+        Assert.Equal(0, rc);
+        using var doc = JsonDocument.Parse(json);
+        var client = Assert.Single(doc.RootElement.GetProperty("clients").EnumerateArray());
+        Assert.Equal("carol", client.GetProperty("commonName").GetString());
+        Assert.True(client.GetProperty("peerId").ValueKind == JsonValueKind.Number);
+        Assert.True(client.GetProperty("packetsIn").GetInt64() >= 3);
     }
 }
