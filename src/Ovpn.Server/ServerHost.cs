@@ -260,6 +260,7 @@ public sealed partial class ServerHost : IAsyncDisposable
         }
 
         Log.Info("server", "shutting down: notifying clients");
+        Log.Info("server", DropSummary());
         await _sessions.ShutdownAsync(TimeSpan.FromSeconds(2)).ConfigureAwait(false);
         _stop.Cancel();
         _keepalive?.Dispose();
@@ -271,6 +272,28 @@ public sealed partial class ServerHost : IAsyncDisposable
         _udpThread?.Join(TimeSpan.FromSeconds(2));
         _sessions.Dispose();
         Log.Info("server", "stopped");
+    }
+
+    /// <summary>One line with every drop counter (control plane, data plane global and per peer).</summary>
+    public string DropSummary()
+    {
+        static string Fmt(IEnumerable<KeyValuePair<string, long>> d) =>
+            "{" + string.Join(", ", d.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => $"{kv.Key}: {kv.Value}")) + "}";
+
+        var peerDrops = new Dictionary<string, long>();
+        if (_dataPlane is not null)
+        {
+            foreach (var p in _dataPlane.GetPeers())
+            {
+                foreach (var (k, v) in p.Drops)
+                {
+                    peerDrops[k] = peerDrops.GetValueOrDefault(k) + v;
+                }
+            }
+        }
+
+        var global = _dataPlane?.GlobalDrops ?? new Dictionary<string, long>();
+        return $"drops: control={Fmt(_sessions.ControlDrops)} data={Fmt(global)} peers={Fmt(peerDrops)} tcp-framing={TcpFramingErrors}";
     }
 
     public async ValueTask DisposeAsync() => await StopAsync().ConfigureAwait(false);

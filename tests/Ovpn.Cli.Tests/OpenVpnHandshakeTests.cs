@@ -35,10 +35,9 @@ public sealed class OpenVpnHandshakeTests : IDisposable
         return path;
     }
 
-    [Theory]
-    [InlineData("tls-crypt")]
-    [InlineData("tls-auth")]
-    public async Task RealClientAndServerCompleteHandshakeWithOurPki(string tlsMode)
+    private sealed record Setup(string Profile, string[] ServerArgs);
+
+    private Setup Prepare(string tlsMode)
     {
         var port = FreeUdpPort();
         _cli.RunOk("init", "--hostname", "127.0.0.1");
@@ -56,15 +55,23 @@ public sealed class OpenVpnHandshakeTests : IDisposable
         var certFile = WritePrivate(_cli.DataDir, "server.pem", ca.ServerCertificatePem);
         var keyFile = WritePrivate(_cli.DataDir, "server.key", serverCert.GetRSAPrivateKey()!.ExportPkcs8PrivateKeyPem());
         var staticKey = WritePrivate(_cli.DataDir, "static.key", ca.StaticKeyText);
-
         string[] wrap = tlsMode == "tls-crypt" ? ["--tls-crypt", staticKey] : ["--tls-auth", staticKey, "0"];
-        using var server = new OpenVpnProcess([
+        return new Setup(profile, [
             "--dev", "null", "--tls-server", "--ca", caFile, "--cert", certFile, "--key", keyFile, "--dh", "none",
             .. wrap, "--local", "127.0.0.1", "--lport", port.ToString(CultureInfo.InvariantCulture), "--proto", "udp",
             "--ifconfig-noexec", "--verb", "3"]);
+    }
+
+    [Theory]
+    [InlineData("tls-crypt")]
+    [InlineData("tls-auth")]
+    public async Task RealClientAndServerCompleteHandshakeWithOurPki(string tlsMode)
+    {
+        var setup = Prepare(tlsMode);
+        using var server = new OpenVpnProcess(setup.ServerArgs);
         Assert.True(await server.WaitForLogAsync("link local (bound)", TimeSpan.FromSeconds(10)), server.Log);
 
-        using var client = new OpenVpnProcess("--config", profile, "--dev", "null", "--ifconfig-noexec", "--route-noexec", "--verb", "3");
+        using var client = new OpenVpnProcess("--config", setup.Profile, "--dev", "null", "--ifconfig-noexec", "--route-noexec", "--verb", "3");
         var done = await client.WaitForLogAsync("Initialization Sequence Completed", TimeSpan.FromSeconds(20));
         Assert.True(done, "client:\n" + client.Log + "\nserver:\n" + server.Log);
         Assert.Contains("VERIFY EKU OK", client.Log);
@@ -72,5 +79,20 @@ public sealed class OpenVpnHandshakeTests : IDisposable
         Assert.True(await server.WaitForLogAsync("VERIFY OK: depth=0, CN=alice", TimeSpan.FromSeconds(5)), server.Log);
         Assert.DoesNotContain("TLS Error", client.Log);
         Assert.DoesNotContain("WARNING", client.Log);
+    }
+
+    /// <summary>A revoked user's old profile is refused by stock openvpn using our exported CRL.</summary>
+    [Fact]
+    public async Task RevokedCertificateIsRefusedByOpenVpnWithExportedCrl()
+    {
+        var setup = Prepare("tls-crypt");
+        _cli.RunOk("user", "revoke", "alice");
+        var crl = WritePrivate(_cli.DataDir, "crl.pem", CertificateAuthority.Open(_cli.DataDir).ExportCrlPem());
+        using var server = new OpenVpnProcess([.. setup.ServerArgs, "--crl-verify", crl]);
+        Assert.True(await server.WaitForLogAsync("link local (bound)", TimeSpan.FromSeconds(10)), server.Log);
+
+        using var client = new OpenVpnProcess("--config", setup.Profile, "--dev", "null", "--ifconfig-noexec", "--route-noexec", "--verb", "3");
+        Assert.True(await server.WaitForLogAsync("error=certificate revoked: CN=alice", TimeSpan.FromSeconds(15)), server.Log);
+        Assert.DoesNotContain("Initialization Sequence Completed", client.Log);
     }
 }

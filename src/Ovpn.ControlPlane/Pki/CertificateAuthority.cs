@@ -195,6 +195,30 @@ public sealed class CertificateAuthority
         return cmd.ExecuteNonQuery() > 0;
     }
 
+    /// <summary>
+    /// A signed X.509 CRL (PEM, "X509 CRL") of every revoked serial, valid for
+    /// <paramref name="validity"/> (default 7 days). Our own server checks the database directly;
+    /// this is for tools that want a CRL file (e.g. stock openvpn --crl-verify).
+    /// </summary>
+    public string ExportCrlPem(TimeSpan? validity = null)
+    {
+        var builder = new CertificateRevocationListBuilder();
+        using (var c = _db.OpenConnection())
+        using (var cmd = c.CreateCommand())
+        {
+            cmd.CommandText = "SELECT serial, COALESCE(revoked_unix, created_unix) FROM certificates WHERE revoked = 1";
+            using var r = cmd.ExecuteReader();
+            while (r.Read())
+                builder.AddEntry(Convert.FromHexString(r.GetString(0)), DateTimeOffset.FromUnixTimeSeconds(r.GetInt64(1)));
+        }
+        using var caWithKey = X509Certificate2.CreateFromPem(ReadFile("ca.crt"), ReadFile("ca.key"));
+        var now = DateTimeOffset.UtcNow;
+        // CRL numbers must increase; seconds since the epoch do without extra state.
+        var der = builder.Build(caWithKey, new System.Numerics.BigInteger(now.ToUnixTimeSeconds()), now + (validity ?? TimeSpan.FromDays(7)),
+            HashAlgorithmName.SHA256, RSASignaturePadding.Pkcs1, now - Backdate);
+        return PemEncoding.WriteString("X509 CRL", der);
+    }
+
     /// <summary>Null if the serial was never issued by us, else its revoked flag.</summary>
     public bool? IsRevoked(string serial)
     {

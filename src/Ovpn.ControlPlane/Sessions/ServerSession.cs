@@ -286,7 +286,8 @@ public sealed class ServerSession
                 var c2 = cert as X509Certificate2 ?? new X509Certificate2(cert);
                 var r = _o.ValidateClient(c2);
                 string? cn = r.CommonName;
-                string? reason = r.Reason;
+                string subject = c2.Subject;
+                string? reason = r.Ok ? null : $"{r.Reason ?? "certificate refused"} (subject '{subject}', serial {c2.SerialNumber})";
                 Post(() =>
                 {
                     if (r.Ok)
@@ -461,6 +462,11 @@ public sealed class ServerSession
             if (!Negotiate(m, out string? failure))
             {
                 Log.Warn("session", $"{Describe}: refused: {failure}");
+                // The client reads control messages only after the key exchange, so it still gets our
+                // key-method-2 message (with fresh randoms, never used for keys) before AUTH_FAILED.
+                var decoy = KeyMethod2Message.CreateRandom(isClient: false);
+                decoy.Options = ServerOptionsString();
+                SendPlaintext(k, decoy.Encode(isClient: false));
                 SendControlMessage(k, $"AUTH_FAILED,{failure}");
                 // Give the message a moment to be delivered, then drop the client.
                 k.CloseAtMs = NowMs + 2000;

@@ -244,3 +244,29 @@ public sealed class ConfigStoreTests : IDisposable
         Assert.False(Directory.Exists(other.Path));
     }
 }
+
+public sealed class ConfigStoreConcurrencyTests : IDisposable
+{
+    private readonly TempDataDir _dir = new();
+
+    public void Dispose() => _dir.Dispose();
+
+    /// <summary>The CLI and the running server use the database at once (WAL + busy timeout).</summary>
+    [Fact]
+    public async Task ParallelWritersAndReadersDoNotFail()
+    {
+        _dir.CreateDatabase();
+        var tasks = Enumerable.Range(0, 4).Select(t => Task.Run(() =>
+        {
+            var store = ConfigStore.Open(_dir.Path);   // separate instances, like separate processes
+            for (int i = 0; i < 50; i++)
+            {
+                store.Put($"vpn.server.dhcp_option.dns.{t}", $"10.0.{t}.{i}");
+                Assert.Equal(1194, store.GetServerSettings().UdpPort);
+            }
+        })).ToArray();
+        await Task.WhenAll(tasks).WaitAsync(TimeSpan.FromSeconds(60));
+        var dns = ConfigStore.Open(_dir.Path).GetServerSettings().DnsServers.Select(a => a.ToString());
+        Assert.Equal(["10.0.0.49", "10.0.1.49", "10.0.2.49", "10.0.3.49"], dns);
+    }
+}

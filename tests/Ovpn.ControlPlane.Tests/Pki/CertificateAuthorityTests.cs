@@ -164,7 +164,7 @@ public sealed class CertificateAuthorityTests(PkiFixture fx) : IClassFixture<Pki
         Assert.False(Ca.ValidateClientCertificate(server, out _, out var reason));
         Assert.NotNull(reason);
         using var ca = Ca.CaCertificate;
-        Assert.False(Ca.ValidateClientCertificate(X509Certificate2.CreateFromPem(Ca.CaCertificatePem), out _, out _));
+        Assert.False(Ca.ValidateClientCertificate(ca, out _, out _));
     }
 
     [Fact]
@@ -258,5 +258,52 @@ public sealed class CertificateAuthorityTests(PkiFixture fx) : IClassFixture<Pki
         Assert.Equal(42, cssl.ReadByte());
         await serverTask;
         Assert.Equal("henry", seenCn);
+    }
+}
+
+public sealed class CrlTests : IDisposable
+{
+    private readonly TempDataDir _dir = new();
+
+    public void Dispose() => _dir.Dispose();
+
+    [Fact]
+    public void CrlListsRevokedSerialsAndOpensslHonoursIt()
+    {
+        var ca = CertificateAuthority.Initialize(_dir.CreateDatabase(), "vpn.example.com");
+        var good = ca.IssueClientCertificate("good");
+        var bad = ca.IssueClientCertificate("bad");
+        ca.RevokeUser("bad");
+        var crl = ca.ExportCrlPem();
+        Assert.StartsWith("-----BEGIN X509 CRL-----", crl);
+
+        var dir = Directory.CreateTempSubdirectory("ovpnas-crl-");
+        try
+        {
+            File.WriteAllText(Path.Combine(dir.FullName, "ca.pem"), ca.CaCertificatePem);
+            File.WriteAllText(Path.Combine(dir.FullName, "crl.pem"), crl);
+            File.WriteAllText(Path.Combine(dir.FullName, "good.pem"), good.CertificatePem);
+            File.WriteAllText(Path.Combine(dir.FullName, "bad.pem"), bad.CertificatePem);
+            (int, string) Verify(string cert)
+            {
+                var psi = new ProcessStartInfo("openssl") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = dir.FullName };
+                foreach (var a in new[] { "verify", "-crl_check", "-CAfile", "ca.pem", "-CRLfile", "crl.pem", "-purpose", "sslclient", cert })
+                    psi.ArgumentList.Add(a);
+                using var p = Process.Start(psi)!;
+                var o = p.StandardOutput.ReadToEndAsync();
+                var e = p.StandardError.ReadToEndAsync();
+                Assert.True(p.WaitForExit(20_000));
+                return (p.ExitCode, o.Result + e.Result);
+            }
+            var (goodCode, goodOut) = Verify("good.pem");
+            Assert.True(goodCode == 0, goodOut);
+            var (badCode, badOut) = Verify("bad.pem");
+            Assert.True(badCode != 0, badOut);
+            Assert.Contains("revoked", badOut);
+        }
+        finally
+        {
+            dir.Delete(recursive: true);
+        }
     }
 }
