@@ -9,6 +9,7 @@ using Ovpn.Testing;
 namespace Ovpn.Admin.Tests;
 
 /// <summary>Browser tests against a real `ovpnas serve` (see <see cref="ServeFixture"/>).</summary>
+[Collection("serve")]
 public sealed class AdminUiTests(ServeFixture f) : IClassFixture<ServeFixture>
 {
     private string Stored(string key) => ConfigStore.Open(f.DataDir).Get(key)!;
