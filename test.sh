@@ -22,7 +22,7 @@ for proj in $(ls -d tests/*/ | sort); do
   [ -n "$csproj" ] || continue
   grep -q "<IsTestProject>true</IsTestProject>\|Microsoft.NET.Test.Sdk" "$csproj" || continue
   echo "== $(basename "$proj")"
-  timeout 1800 dotnet test "$csproj" --no-build -nologo 2>&1 | tee -a "$log" | grep -E "^(Passed!|Failed!)|\[FAIL\]|Error Message" -A3
+  timeout 1800 dotnet test "$csproj" --no-build -nologo --blame-hang-timeout 10m 2>&1 | tee -a "$log" | grep -E "^(Passed!|Failed!)|\[FAIL\]|Error Message" -A3
   rc=${PIPESTATUS[0]}
   [ "$rc" -eq 0 ] || status=1
 done

@@ -323,9 +323,24 @@ internal sealed class Cli(TextWriter stdout, TextWriter stderr)
 
     private Command ConnectCommand()
     {
-        var profile = new Argument<string>("PROFILE") { Description = "Path of an .ovpn profile" };
-        var cmd = new Command("connect", "Connect to a server with a profile (built-in test client)") { profile };
-        cmd.SetAction((p, ct) => GuardAsync(() => ServerCommands.ConnectAsync(DataDir(p), p.GetValue(profile)!, ct)));
+        var profile = new Argument<string?>("PROFILE") { Description = "Path of an .ovpn profile", Arity = ArgumentArity.ZeroOrOne };
+        var status = new Option<bool>("--status") { Description = "Print the running client's status (path, cipher, peer-id, counters) and exit" };
+        var cmd = new Command("connect", "Connect to a server with a profile (client with the data channel in the offload engine)") { profile, status };
+        cmd.SetAction((p, ct) => GuardAsync(() =>
+        {
+            if (p.GetValue(status))
+            {
+                return ServerCommands.ConnectAsync(DataDir(p), "--status", ct);
+            }
+
+            string? path = p.GetValue(profile);
+            if (string.IsNullOrEmpty(path))
+            {
+                throw new AdminException("connect: a PROFILE is required (or --status)");
+            }
+
+            return ServerCommands.ConnectAsync(DataDir(p), path, ct);
+        }));
         return cmd;
     }
 

@@ -23,8 +23,7 @@ public static class ServerCommands
     public static Task<int> ServeAsync(string dataDir, CancellationToken ct) => ServeCommand.RunAsync(dataDir, ct);
 
     /// <summary>ovpnas connect PROFILE: built-in client.</summary>
-    public static Task<int> ConnectAsync(string dataDir, string profilePath, CancellationToken ct) =>
-        throw new NotSupportedException("connect: the client is not implemented yet (issue: client with offload)");
+    public static Task<int> ConnectAsync(string dataDir, string profilePath, CancellationToken ct) => ConnectCommand.RunAsync(dataDir, profilePath, ct);
 
     /// <summary>sacli start: apply the configuration to the running server.</summary>
     public static Task<int> StartAsync(string dataDir, TextWriter output, CancellationToken ct) =>

@@ -42,17 +42,30 @@ public sealed record PeerConfig(uint PeerId, ILinkTransport Transport, IPAddress
         : Compression != CompressionStub.None ? "client uses compression framing" : null;
 }
 
-/// <summary>One direction of a key (the kernel's OVPN_KEY_DIR nest): cipher key and 8-byte nonce tail.</summary>
+/// <summary>
+/// One direction of a key (the kernel's OVPN_KEY_DIR nest): cipher key and 8-byte nonce tail. The
+/// legacy CBC data channel, which only the non-offload daemons carry, uses an HMAC key instead of
+/// the nonce tail (<see cref="ForCbc"/>).
+/// </summary>
 public sealed class KeyDirection(byte[] cipherKey, byte[] nonceTail)
 {
     public byte[] CipherKey { get; } = cipherKey;
     public byte[] NonceTail { get; } = nonceTail.Length == 8 ? nonceTail : throw new ArgumentException("nonce tail must be 8 bytes", nameof(nonceTail));
+
+    /// <summary>HMAC key of the CBC+HMAC data channel; null for AEAD keys.</summary>
+    public byte[]? HmacKey { get; private init; }
+
+    public static KeyDirection ForCbc(byte[] cipherKey, byte[] hmacKey) => new(cipherKey, new byte[8]) { HmacKey = hmacKey };
 
     /// <summary>Wipes the key bytes once the engine has built its cipher contexts.</summary>
     public void Clear()
     {
         System.Security.Cryptography.CryptographicOperations.ZeroMemory(CipherKey);
         System.Security.Cryptography.CryptographicOperations.ZeroMemory(NonceTail);
+        if (HmacKey is not null)
+        {
+            System.Security.Cryptography.CryptographicOperations.ZeroMemory(HmacKey);
+        }
     }
 
     public override string ToString() => "KeyDirection(<redacted>)";
@@ -61,6 +74,9 @@ public sealed class KeyDirection(byte[] cipherKey, byte[] nonceTail)
 /// <summary>Everything NEW_KEY carries.</summary>
 public sealed record KeyConfig(uint PeerId, KeySlot Slot, int KeyId, DataCipher Cipher, KeyDirection Encrypt, KeyDirection Decrypt)
 {
+    /// <summary>HMAC digest of a CBC key (OpenVPN's --auth of the client); unused for AEAD.</summary>
+    public System.Security.Cryptography.HashAlgorithmName? CbcDigest { get; init; }
+
     public override string ToString() => $"KeyConfig(peer {PeerId}, slot {Slot}, key-id {KeyId}, {Cipher})";
 }
 
@@ -128,3 +144,16 @@ public interface ILinkTransport
     /// <summary>Closes the underlying connection (TCP); no-op for UDP.</summary>
     void Close();
 }
+
+/// <summary>Receives a packet that a link reader (the server's TCP reader, or its UDP loop) read.</summary>
+public interface ILinkPacketSink
+{
+    /// <summary>
+    /// Consumes a data packet, or hands anything else to the control plane. <paramref name="scratch"/>
+    /// is the calling thread's work buffer.
+    /// </summary>
+    void OnLinkPacket(ILinkTransport link, ReadOnlySpan<byte> packet, Span<byte> scratch);
+}
+
+/// <summary>A packet the data plane does not own, with the link it came from.</summary>
+public delegate void UnhandledPacketHandler(ILinkTransport link, ReadOnlySpan<byte> packet);

@@ -106,6 +106,9 @@ public static class ServerFactory
             UdpPort = settings.UdpPort,
             TcpPort = settings.TcpPort,
             TunMtu = settings.TunMtu,
+            PreferOffload = settings.Dco,
+            UdpDaemons = settings.UdpDaemons,
+            TcpDaemons = settings.TcpDaemons,
         };
         return (listen, control, settings);
     }

@@ -41,16 +41,32 @@ public sealed partial class ServerHost
     {
         var settings = EffectiveSettings ?? throw new InvalidOperationException("no settings attached");
         var review = DcoRules.Review(settings);
-        string engine = _dataPlane?.EngineName ?? "none";
-        string version = _dataPlane?.EngineVersion ?? "";
-        return DcoStatusBuilder.Build(settings.Dco, engine, version, kernel, review);
+        string engine = _paths is null ? "none" : DataPlane.EngineName;
+        string version = _paths is null ? "" : DataPlane.EngineVersion;
+        var status = DcoStatusBuilder.Build(settings.Dco, engine, version, kernel, review);
+        // The host's own account of the offload mode (kernel module, or the userspace offload engine and why).
+        return status with { Reason = status.Reason is null ? OffloadStatus : $"{status.Reason}; data path: {OffloadStatus}" };
     }
 
     /// <summary>Connected clients with their data path and counters.</summary>
     public VpnStatus GetVpnStatus()
     {
-        var peers = _dataPlane?.GetPeers() ?? [];
-        var byId = peers.ToDictionary(p => p.PeerId);
+        var planes = _paths?.Paths.Select(p => p.Plane).Distinct().ToList() ?? [];
+        var byId = new Dictionary<uint, DataPlane.PeerStats>();
+        var global = new Dictionary<string, long>();
+        foreach (var plane in planes)
+        {
+            foreach (var p in plane.GetPeers())
+            {
+                byId[p.PeerId] = p;
+            }
+
+            foreach (var (k, v) in plane.GlobalDrops)
+            {
+                global[k] = global.GetValueOrDefault(k) + v;
+            }
+        }
+
         var list = new List<ClientStatus>();
         foreach (var s in _sessions.GetSessions())
         {
@@ -61,7 +77,7 @@ public sealed partial class ServerHost
                 st?.Drops ?? new Dictionary<string, long>()));
         }
 
-        return new VpnStatus(list, _dataPlane?.GlobalDrops ?? new Dictionary<string, long>());
+        return new VpnStatus(list, global);
     }
 
     private static void PeerStatsOrEmpty(uint? id, Dictionary<uint, DataPlane.PeerStats> byId, out DataPlane.PeerStats? st) =>
@@ -110,18 +126,10 @@ public sealed partial class ServerHost
                 (changed ? restart : same).Add(changed ? $"{key}: {why}" : key);
             }
 
-            bool kernelEngine = (_dataPlane?.EngineName ?? "").Contains("kernel", StringComparison.OrdinalIgnoreCase)
-                || (_dataPlane?.EngineName ?? "").Contains("dco", StringComparison.OrdinalIgnoreCase);
-            if (next.Dco != cur.Dco && (kernel.Available || kernelEngine))
-            {
-                restart.Add($"{ConfigKeys.Dco}: switching the data path between kernel and userspace recreates the VPN interface");
-            }
-            else
-            {
-                Live(ConfigKeys.Dco, next.Dco != cur.Dco, next.Dco
-                    ? "offload preferred; the kernel module is not available, so the data path stays userspace (compression off and AEAD-only negotiation apply from the next restart)"
-                    : "offload off");
-            }
+            // Offload mode and daemon mode have different data paths (and TUN devices): a switch restarts.
+            Fixed(ConfigKeys.Dco, next.Dco != cur.Dco, next.Dco
+                ? $"switching to offload mode recreates the data paths ({(kernel.Available ? "kernel module " + kernel.Module : "kernel module not available: userspace offload engine")})"
+                : "switching to daemon mode recreates the data paths");
 
             Live(ConfigKeys.HostName, next.Hostname != cur.Hostname, "used for new profiles");
             Live(ConfigKeys.ClientConfigText, next.ClientConfigText != cur.ClientConfigText, "used for new profiles; reviewed for DCO");
@@ -148,7 +156,6 @@ public sealed partial class ServerHost
             // Only the live part becomes effective; fixed keys keep their running values so status stays truthful.
             _effective = cur with
             {
-                Dco = restart.Any(r => r.StartsWith(ConfigKeys.Dco + ":", StringComparison.Ordinal)) ? cur.Dco : next.Dco,
                 Hostname = next.Hostname,
                 ClientConfigText = next.ClientConfigText,
                 ServerConfigText = next.ServerConfigText,

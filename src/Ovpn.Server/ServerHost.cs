@@ -6,6 +6,7 @@ using Ovpn.ControlPlane;
 using Ovpn.ControlPlane.Sessions;
 using Ovpn.DataPlane;
 using Ovpn.DataPlane.Engine;
+using Ovpn.DataPlane.Offload;
 using Ovpn.DataPlane.Transport;
 
 namespace Ovpn.Server;
@@ -24,9 +25,24 @@ public sealed record ListenOptions
     /// <summary>Listen address; IPv6Any listens on IPv4 and IPv6 (dual-stack).</summary>
     public IPAddress Address { get; init; } = IPAddress.IPv6Any;
 
-    public string TunName { get; init; } = "as0t0";
+    /// <summary>TUN names are this prefix plus the daemon index: as0t0, as0t1, ...</summary>
+    public string TunPrefix { get; init; } = "as0t";
 
     public int TunMtu { get; init; } = 1420;
+
+    /// <summary>vpn.server.daemon.ovpndco: prefer data channel offload.</summary>
+    public bool PreferOffload { get; init; }
+
+    /// <summary>Non-offload mode: single-threaded daemons per transport (Access Server's n_daemons).</summary>
+    public int UdpDaemons { get; init; } = 1;
+
+    public int TcpDaemons { get; init; } = 1;
+
+    /// <summary>Use the kernel ovpn-dco-v2 / ovpn module when it is loaded (offload mode only).</summary>
+    public bool KernelOffload { get; init; } = true;
+
+    /// <summary>Offload engine threads (default: one per core).</summary>
+    public int? OffloadWorkers { get; init; }
 }
 
 /// <summary>
@@ -39,8 +55,12 @@ public sealed partial class ServerHost : IAsyncDisposable
     private readonly SessionManager _sessions;
     private readonly CancellationTokenSource _stop = new();
     private readonly List<Task> _tasks = [];
-    private ITunDevice? _tun;
-    private ManagedDataPlane? _dataPlane;
+    private readonly List<ITunDevice> _tuns = [];
+    private readonly List<ManagedDataPlane> _daemons = [];
+    private OffloadDataPlane? _offload;
+    private Platform.Dco.KernelDataPlane? _kernel;
+    private IDataPathSelector? _paths;
+    private long _unroutedData;
     private Socket? _udp;
     private Socket? _tcp;
     private Thread? _udpThread;
@@ -55,7 +75,16 @@ public sealed partial class ServerHost : IAsyncDisposable
 
     public SessionManager Sessions => _sessions;
 
-    public IDataPlane DataPlane => _dataPlane ?? throw new InvalidOperationException("not started");
+    /// <summary>The data paths (daemons, or offload engine plus fallback).</summary>
+    public IDataPathSelector Paths => _paths ?? throw new InvalidOperationException("not started");
+
+    /// <summary>The preferred data plane (offload engine when active, else the first daemon).</summary>
+    public IDataPlane DataPlane => Paths.Paths[0].Plane;
+
+    /// <summary>"active: ENGINE VERSION" or "inactive: why" — Status' "data channel offloading" row.</summary>
+    public string OffloadStatus { get; private set; } = "inactive: server not started";
+
+    public bool OffloadActive { get; private set; }
 
     public IPEndPoint? UdpEndPoint => _udp?.LocalEndPoint as IPEndPoint;
 
@@ -64,17 +93,10 @@ public sealed partial class ServerHost : IAsyncDisposable
     public long TcpFramingErrors => Interlocked.Read(ref _tcpFramingErrors);
 
     /// <summary>Creates the TUN device and starts listening.</summary>
-    public void Start(Func<string, int, ITunDevice>? tunFactory = null)
+    public void Start(Func<string, IpPool, ITunDevice>? tunFactory = null)
     {
+        var factory = tunFactory ?? CreateLinuxTun;
         var pool = _sessions.Options.Pool;
-        _tun = (tunFactory ?? CreateLinuxTun)(_listen.TunName, pool.PrefixLength);
-        _dataPlane = new ManagedDataPlane(_tun, _sessions)
-        {
-            RenegotiationTrigger = _sessions.Options.PacketIdRenegotiationTrigger,
-        };
-        _sessions.DataPlane = _dataPlane;
-        _dataPlane.Start();
-
         if (_listen.Udp)
         {
             _udp = new Socket(_listen.Address.AddressFamily, SocketType.Dgram, ProtocolType.Udp);
@@ -86,10 +108,39 @@ public sealed partial class ServerHost : IAsyncDisposable
             _udp.ReceiveBufferSize = 4 << 20;
             _udp.SendBufferSize = 4 << 20;
             _udp.Bind(new IPEndPoint(_listen.Address, _listen.UdpPort));
-            _udpThread = new Thread(RunUdpReceiver) { IsBackground = true, Name = "udp-receiver" };
-            _udpThread.Start();
+        }
+
+        if (_listen.PreferOffload)
+        {
+            StartOffload(factory, pool);
+        }
+        else
+        {
+            OffloadStatus = "inactive: disabled by vpn.server.daemon.ovpndco=false";
+            StartDaemons(factory, pool);
+        }
+
+        Log.Info("server", $"data channel offload: {OffloadStatus}");
+        _sessions.Paths = _paths!;
+        if (_udp is not null)
+        {
+            if (_offload is null)
+            {
+                _udpThread = new Thread(RunUdpReceiver) { IsBackground = true, Name = "udp-receiver" };
+                _udpThread.Start();
+            }
+            else
+            {
+                _offload.Start();
+            }
+
             Log.Info("server", $"listening on UDP {_udp.LocalEndPoint}");
         }
+        else
+        {
+            _offload?.Start();
+        }
+
 
         if (_listen.Tcp)
         {
@@ -106,16 +157,122 @@ public sealed partial class ServerHost : IAsyncDisposable
             Log.Info("server", $"listening on TCP {_tcp.LocalEndPoint}");
         }
 
-        _keepalive = new Timer(_ => _dataPlane?.Tick(), null, 1000, 1000);
+        _keepalive = new Timer(_ =>
+        {
+            foreach (var d in _daemons)
+            {
+                d.Tick();
+            }
+        }, null, 1000, 1000);
     }
 
-    private ITunDevice CreateLinuxTun(string name, int prefix)
+    /// <summary>Non-offload mode: single-threaded daemons per transport, each with its TUN and pool slice.</summary>
+    private void StartDaemons(Func<string, IpPool, ITunDevice> factory, IpPool pool)
+    {
+        int udpN = _listen.Udp ? Math.Max(1, _listen.UdpDaemons) : 0;
+        int tcpN = _listen.Tcp ? Math.Max(1, _listen.TcpDaemons) : 0;
+        var slices = IpPool.Split(pool.Network, pool.PrefixLength, udpN + tcpN);
+        var udpPaths = new List<DataPath>();
+        var tcpPaths = new List<DataPath>();
+        for (int i = 0; i < udpN + tcpN; i++)
+        {
+            bool udp = i < udpN;
+            var path = StartDaemon(factory, _listen.TunPrefix + i, slices[i], $"daemon {(udp ? "udp" : "tcp")}#{(udp ? i : i - udpN)}");
+            (udp ? udpPaths : tcpPaths).Add(path);
+        }
+
+        _paths = new DaemonSelector(udpPaths, tcpPaths);
+    }
+
+    private DataPath StartDaemon(Func<string, IpPool, ITunDevice> factory, string tunName, IpPool slice, string name)
+    {
+        var tun = factory(tunName, slice);
+        _tuns.Add(tun);
+        var dp = new ManagedDataPlane(tun, _sessions) { RenegotiationTrigger = _sessions.Options.PacketIdRenegotiationTrigger };
+        _daemons.Add(dp);
+        dp.Start();
+        return new DataPath(name, dp, slice, isOffload: false, tunName);
+    }
+
+    /// <summary>
+    /// Offload mode: the multi-threaded offload engine reads the UDP socket itself and carries every
+    /// peer it can (AEAD, DATA_V2, no compression); one single-threaded daemon serves the others.
+    /// </summary>
+    private void StartOffload(Func<string, IpPool, ITunDevice> factory, IpPool pool)
+    {
+        var slices = IpPool.Split(pool.Network, pool.PrefixLength, 2);
+        var fallback = StartDaemon(factory, _listen.TunPrefix + "1", slices[1], "daemon (not offloadable)");
+        string tunName = _listen.TunPrefix + "0";
+
+        // "Prefer kernel OpenVPN data channel offloading if available": the ovpn-dco-v2 / ovpn module
+        // when it is loaded and usable, else our multi-threaded userspace engine.
+        string kernelWhy;
+        if (_listen.KernelOffload && _udp is not null)
+        {
+            var probe = Platform.Dco.KernelDco.Probe();
+            kernelWhy = probe.Reason ?? string.Empty;
+            if (probe.Usable)
+            {
+                try
+                {
+                    var kdp = new Platform.Dco.KernelDataPlane(new Platform.Dco.KernelDataPlaneOptions { InterfaceName = tunName, UdpSocket = _udp }, _sessions);
+                    kdp.SetMtu(_listen.TunMtu);
+                    kdp.AddAddress(slices[0].ServerAddress, slices[0].PrefixLength);
+                    kdp.SetUp();
+                    _kernel = kdp;
+                    Log.Info("server", $"{tunName} ({kdp.LinkKind}) up: {slices[0].ServerAddress}/{slices[0].PrefixLength}, mtu {_listen.TunMtu}");
+                    var kernelPath = new DataPath("kernel offload", kdp, slices[0], isOffload: true, tunName);
+                    _paths = new OffloadSelector(kernelPath, fallback, offloadCarriesTcp: false);
+                    OffloadActive = true;
+                    OffloadStatus = $"active: {kdp.EngineName} {kdp.EngineVersion} (kernel module {probe.ModuleName} {probe.ModuleVersion ?? "?"})";
+                    return;
+                }
+                catch (Exception e) when (e is not OutOfMemoryException)
+                {
+                    kernelWhy = $"kernel module present but unusable: {e.Message}";
+                    _kernel?.Dispose();
+                    _kernel = null;
+                }
+            }
+        }
+        else
+        {
+            kernelWhy = _udp is null ? "kernel offload needs UDP (TCP peers are not offloaded by the module)" : "kernel offload disabled";
+        }
+
+        var sockets = _udp is null ? Array.Empty<Socket>() : [_udp];
+        _offload = Platform.Net.OffloadPlatform.Create(
+            sockets, tunName,
+            tun =>
+            {
+                tun.SetMtu(_listen.TunMtu);
+                tun.AddAddress(slices[0].ServerAddress, slices[0].PrefixLength);
+                tun.SetUp();
+                Log.Info("server", $"TUN {tun.Name} (multi-queue) up: {slices[0].ServerAddress}/{slices[0].PrefixLength}, mtu {_listen.TunMtu}");
+            },
+            _sessions,
+            (s, a) => _sessions.FindUdpLink(a) ?? new UdpLinkTransport(s.Socket, a),
+            workers: _listen.OffloadWorkers,
+            unhandledData: (link, packet) =>
+            {
+                // On an engine thread: peers offload does not carry go to the fallback daemon.
+                Span<byte> scratch = stackalloc byte[ManagedDataPlane.MaxPacket];
+                Dispatch(link, packet, scratch, allowOffload: false);
+            });
+        _offload.RenegotiationTrigger = _sessions.Options.PacketIdRenegotiationTrigger;
+        var offloadPath = new DataPath("offload", _offload, slices[0], isOffload: true, tunName);
+        _paths = new OffloadSelector(offloadPath, fallback);
+        OffloadActive = true;
+        OffloadStatus = $"active: {_offload.EngineName} {_offload.EngineVersion} (userspace, {_offload.WorkerCount} threads, cipher {_offload.CipherImplementation}); kernel module not used: {kernelWhy}";
+    }
+
+    private ITunDevice CreateLinuxTun(string name, IpPool slice)
     {
         var tun = Platform.Linux.TunDevice.Create(name);
         try
         {
             tun.SetMtu(_listen.TunMtu);
-            tun.AddAddress(_sessions.Options.Pool.ServerAddress, prefix);
+            tun.AddAddress(slice.ServerAddress, slice.PrefixLength);
             tun.SetUp();
         }
         catch
@@ -124,8 +281,35 @@ public sealed partial class ServerHost : IAsyncDisposable
             throw;
         }
 
-        Log.Info("server", $"TUN {tun.Name} up: {_sessions.Options.Pool.ServerAddress}/{prefix}, mtu {_listen.TunMtu}");
+        Log.Info("server", $"TUN {tun.Name} up: {slice.ServerAddress}/{slice.PrefixLength}, mtu {_listen.TunMtu}");
         return new LinuxTunAdapter(tun);
+    }
+
+    /// <summary>
+    /// Routes one packet read from a link: data packets to the data plane of their peer (by peer-id
+    /// for DATA_V2, by link for DATA_V1), everything else to the control plane.
+    /// </summary>
+    private void Dispatch(ILinkTransport link, ReadOnlySpan<byte> packet, Span<byte> scratch, bool allowOffload = true)
+    {
+        var op = Protocol.Wire.OpcodeByte.GetOpcode(packet[0]);
+        if (op is Protocol.Wire.Opcode.DataV2 or Protocol.Wire.Opcode.DataV1)
+        {
+            IDataPlane? plane = op == Protocol.Wire.Opcode.DataV2
+                ? packet.Length >= 4 ? _sessions.PlaneForPeer(BinaryPrimitives.ReadUInt32BigEndian(packet) & 0xFFFFFF) : null
+                : _sessions.PlaneForLink(link);
+            if (plane is ILinkPacketSink sink && (allowOffload || plane is ManagedDataPlane))
+            {
+                sink.OnLinkPacket(link, packet, scratch);
+            }
+            else
+            {
+                Interlocked.Increment(ref _unroutedData);
+            }
+
+            return;
+        }
+
+        _sessions.OnControlPacket(link, packet);
     }
 
     /// <summary>UDP: one receive thread; data packets are decrypted inline, control packets go to sessions.</summary>
@@ -163,7 +347,7 @@ public sealed partial class ServerHost : IAsyncDisposable
             try
             {
                 var link = _sessions.FindUdpLink(from) ?? new UdpLinkTransport(sock, from);
-                _dataPlane!.OnLinkPacket(link, buf.AsSpan(0, n), scratch);
+                Dispatch(link, buf.AsSpan(0, n), scratch);
             }
             catch (Exception e)
             {
@@ -230,7 +414,7 @@ public sealed partial class ServerHost : IAsyncDisposable
                         break;
                     }
 
-                    _dataPlane!.OnLinkPacket(link, buf.AsSpan(pos + 2, len), scratch);
+                    Dispatch(link, buf.AsSpan(pos + 2, len), scratch);
                     pos += 2 + len;
                 }
 
@@ -267,8 +451,18 @@ public sealed partial class ServerHost : IAsyncDisposable
         _udp?.Dispose();
         _tcp?.Dispose();
         await Task.WhenAll(_tasks).WaitAsync(TimeSpan.FromSeconds(3)).ContinueWith(_ => { }, TaskScheduler.Default).ConfigureAwait(false);
-        _dataPlane?.Dispose();
-        _tun?.Dispose();
+        _offload?.Dispose();
+        _kernel?.Dispose();
+        foreach (var d in _daemons)
+        {
+            d.Dispose();
+        }
+
+        foreach (var t in _tuns)
+        {
+            t.Dispose();
+        }
+
         _udpThread?.Join(TimeSpan.FromSeconds(2));
         _sessions.Dispose();
         Log.Info("server", "stopped");
@@ -281,18 +475,28 @@ public sealed partial class ServerHost : IAsyncDisposable
             "{" + string.Join(", ", d.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => $"{kv.Key}: {kv.Value}")) + "}";
 
         var peerDrops = new Dictionary<string, long>();
-        if (_dataPlane is not null)
+        var global = new Dictionary<string, long>();
+        if (Interlocked.Read(ref _unroutedData) is > 0 and var unrouted)
         {
-            foreach (var p in _dataPlane.GetPeers())
+            global["UnknownPeer"] = unrouted;
+        }
+
+        foreach (var path in _paths?.Paths ?? [])
+        {
+            foreach (var p in path.Plane.GetPeers())
             {
                 foreach (var (k, v) in p.Drops)
                 {
                     peerDrops[k] = peerDrops.GetValueOrDefault(k) + v;
                 }
             }
+
+            foreach (var (k, v) in path.Plane.GlobalDrops)
+            {
+                global[k] = global.GetValueOrDefault(k) + v;
+            }
         }
 
-        var global = _dataPlane?.GlobalDrops ?? new Dictionary<string, long>();
         return $"drops: control={Fmt(_sessions.ControlDrops)} data={Fmt(global)} peers={Fmt(peerDrops)} tcp-framing={TcpFramingErrors}";
     }
 

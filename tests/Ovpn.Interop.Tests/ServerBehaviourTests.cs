@@ -75,10 +75,12 @@ public sealed partial class ServerBehaviourTests
         await b.WaitInitializedAsync(TimeSpan.FromSeconds(45));
         var pushes = s.Process!.Lines.Where(l => l.Contains("authenticated; peer-id", StringComparison.Ordinal)).ToList();
         Assert.Equal(2, pushes.Count);
-        Assert.Contains(pushes, l => l.Contains("alice/", StringComparison.Ordinal) && l.Contains("172.27.224.2,", StringComparison.Ordinal));
-        Assert.Contains(pushes, l => l.Contains("bob/", StringComparison.Ordinal) && l.Contains("172.27.224.3,", StringComparison.Ordinal));
+        // Without offload, UDP and TCP clients land on their transport's daemons, each with its own subnet.
+        Assert.Contains(pushes, l => l.Contains("alice/", StringComparison.Ordinal) && l.Contains("data path daemon udp#0", StringComparison.Ordinal));
+        Assert.Contains(pushes, l => l.Contains("bob/", StringComparison.Ordinal) && l.Contains("data path daemon tcp#0", StringComparison.Ordinal));
         Assert.Contains(pushes, l => l.Contains("peer-id 0,", StringComparison.Ordinal));
         Assert.Contains(pushes, l => l.Contains("peer-id 1,", StringComparison.Ordinal));
+        Assert.NotEqual(ServerUnderTest.ClientVpnAddress(a), ServerUnderTest.ClientVpnAddress(b));
         // alice's tunnel carries traffic while bob is connected too.
         var ping = await TrafficCheck.PingAsync(s.ClientNs, Tunnel, count: 3);
         Assert.Equal(0.0, ping.Loss);
@@ -86,6 +88,24 @@ public sealed partial class ServerBehaviourTests
         await s.Process.WaitForLineAsync(new Regex("bob/.*disconnected"), TimeSpan.FromSeconds(10));
         ping = await TrafficCheck.PingAsync(s.ClientNs, Tunnel, count: 2);
         Assert.Equal(0.0, ping.Loss);
+    }
+
+    [RequiresFact(Requirement.Root, Requirement.Tun, Requirement.OpenVpn)]
+    public async Task NewUdpClientsAreSpreadAcrossDaemons()
+    {
+        await using var s = ServerUnderTest.Create(("vpn.server.daemon.udp.n_daemons", "2"), ("vpn.server.daemon.tcp.n_daemons", "1"));
+        s.Cli("user", "add", "bob");
+        await s.StartAsync();
+        Assert.Contains(s.Process!.Lines, l => l.Contains("TUN as0t1 up", StringComparison.Ordinal));
+        await using var a = OpenVpnProcess.Start(s.ClientNs, s.ClientConfig("alice", "udp"));
+        await a.WaitInitializedAsync(TimeSpan.FromSeconds(45));
+        await using var b = OpenVpnProcess.Start(s.ClientNs, s.ClientConfig("bob", "udp", null, "route-nopull", "ifconfig-noexec"));
+        await b.WaitInitializedAsync(TimeSpan.FromSeconds(45));
+        Assert.Contains(s.Process.Lines, l => l.Contains("alice/", StringComparison.Ordinal) && l.Contains("data path daemon udp#0", StringComparison.Ordinal));
+        Assert.Contains(s.Process.Lines, l => l.Contains("bob/", StringComparison.Ordinal) && l.Contains("data path daemon udp#1", StringComparison.Ordinal));
+        // alice (daemon 0) reaches the server and, through the pushed pool route, daemon 1's address too.
+        Assert.Equal(0.0, (await TrafficCheck.PingAsync(s.ClientNs, ServerUnderTest.TunnelServerAddress, count: 2)).Loss);
+        Assert.Equal(0.0, (await TrafficCheck.PingAsync(s.ClientNs, IPAddress.Parse("172.27.228.1"), count: 2)).Loss);
     }
 
     [RequiresFact(Requirement.Root, Requirement.Tun, Requirement.OpenVpn)]

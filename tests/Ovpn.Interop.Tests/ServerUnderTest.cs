@@ -97,6 +97,24 @@ public sealed partial class ServerUnderTest : IAsyncDisposable
         return string.Join('\n', lines) + "\n";
     }
 
+    /// <summary>The tunnel address the server pushed to a client, read from the client's log.</summary>
+    public static IPAddress ClientVpnAddress(OpenVpnProcess client)
+    {
+        foreach (var l in client.Log)
+        {
+            var m = PushedIfconfig().Match(l);
+            if (m.Success)
+            {
+                return IPAddress.Parse(m.Groups[1].Value);
+            }
+        }
+
+        throw new InvalidOperationException("no pushed ifconfig in the client log");
+    }
+
+    [GeneratedRegex(@"PUSH_REPLY.*,ifconfig (\d+\.\d+\.\d+\.\d+) ")]
+    private static partial Regex PushedIfconfig();
+
     public int CountServerLines(string substring) => Process?.Lines.Count(l => l.Contains(substring, StringComparison.Ordinal)) ?? 0;
 
     /// <summary>Stops the server with SIGTERM and returns its exit code (null if it had to be killed).</summary>

@@ -41,7 +41,7 @@ public sealed partial class StockClientMatrixTests
 
         var toServer = await TrafficCheck.PingAsync(s.ClientNs, ServerUnderTest.TunnelServerAddress, count: 3);
         Assert.Equal(0.0, toServer.Loss);
-        var clientIp = System.Net.IPAddress.Parse("172.27.224.2");
+        var clientIp = ServerUnderTest.ClientVpnAddress(client);
         var toClient = await TrafficCheck.PingAsync(s.ServerNs, clientIp, count: 3);
         Assert.Equal(0.0, toClient.Loss);
 

@@ -78,6 +78,34 @@ public sealed class IpPool
         }
     }
 
+    /// <summary>
+    /// Splits the pool's network into <paramref name="count"/> equal slices (rounded up to a power of
+    /// two), one per daemon, as Access Server gives each daemon its own subnet.
+    /// </summary>
+    public static IReadOnlyList<IpPool> Split(IPAddress network, int prefixLength, int count)
+    {
+        int bits = 0;
+        while ((1 << bits) < count)
+        {
+            bits++;
+        }
+
+        if (prefixLength + bits > 30)
+        {
+            throw new ArgumentException($"the client network /{prefixLength} is too small for {count} daemons");
+        }
+
+        uint baseNet = ToUInt(network) & (uint.MaxValue << (32 - prefixLength));
+        uint step = 1u << (32 - prefixLength - bits);
+        var list = new List<IpPool>(count);
+        for (int i = 0; i < count; i++)
+        {
+            list.Add(new IpPool(FromUInt(baseNet + (uint)i * step), prefixLength + bits));
+        }
+
+        return list;
+    }
+
     public bool Contains(IPAddress address)
     {
         uint a = ToUInt(address);

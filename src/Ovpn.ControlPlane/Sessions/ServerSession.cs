@@ -46,6 +46,7 @@ public sealed class ServerSession
     private long _primarySinceMs;
     private bool _closed;
     private bool _pushed;
+    private HashAlgorithmName? _cbcDigest;
     private string? _closeReason;
 
     public ServerSession(SessionManager mgr, ControlPlaneOptions o, ILinkTransport link, ulong peerSessionId, Stopwatch clock)
@@ -91,6 +92,12 @@ public sealed class ServerSession
     public bool IsClosed => Volatile.Read(ref _closed);
 
     public CompressionStub Compression { get; private set; } = CompressionStub.None;
+
+    /// <summary>The data path serving this client (null until negotiated).</summary>
+    public DataPath? Path { get; private set; }
+
+    /// <summary>Why the client is on this path (e.g. why it is not offloaded), or null.</summary>
+    public string? DataPathReason { get; private set; }
 
     public string Describe => $"{CommonName ?? "?"}/{Link.Describe()}";
 
@@ -408,7 +415,9 @@ public sealed class ServerSession
 
         if (!k.GotClientKey)
         {
-            if (!KeyMethod2Message.TryDecode(data, fromClient: true, out var m, out var err) || m is null)
+            // One TLS read may return the key-method-2 record together with the next message.
+            int kmLen = KeyMethod2Message.MeasureLength(data, fromClient: true);
+            if (!KeyMethod2Message.TryDecode(data.AsSpan(0, kmLen), fromClient: true, out var m, out var err) || m is null)
             {
                 Close($"bad key-method-2 message from client: {err}", "AUTH_FAILED");
                 return;
@@ -416,7 +425,12 @@ public sealed class ServerSession
 
             k.GotClientKey = true;
             OnClientKeyMethod2(k, m);
-            return;
+            if (kmLen >= data.Length || _closed)
+            {
+                return;
+            }
+
+            data = data[kmLen..];
         }
 
         // After key-method-2: NUL-terminated control messages, possibly several in one record.
@@ -501,9 +515,7 @@ public sealed class ServerSession
         }
         else
         {
-            var cfg = new KeyConfig(PeerId!.Value, KeySlot.Secondary, k.KeyId, Cipher.Value,
-                new KeyDirection(keys.EncryptKey, keys.EncryptImplicitIv), new KeyDirection(keys.DecryptKey, keys.DecryptImplicitIv));
-            _mgr.DataPlane.NewKey(cfg);
+            Path!.Plane.NewKey(MakeKeyConfig(KeySlot.Secondary, k.KeyId, keys));
             k.SwapPending = true;
             Log.Info("session", $"{Describe}: key-id {k.KeyId} negotiated; installed as secondary");
         }
@@ -518,13 +530,28 @@ public sealed class ServerSession
             return false;
         }
 
+        Cipher = chosen;
         if (!DataCipherNames.IsAead(chosen))
         {
-            failure = $"cipher {DataCipherNames.ToName(chosen)} is not an AEAD cipher; this server's data channel carries AEAD ciphers only";
-            return false;
-        }
+            // Only reachable when the admin listed a CBC cipher in vpn.server.data_ciphers: the
+            // 2.3-era data channel, HMAC with the client's --auth digest (SHA1 by default).
+            string auth = OptionsString.GetField(m.Options, "auth") ?? "SHA1";
+            _cbcDigest = auth.ToUpperInvariant() switch
+            {
+                "SHA1" => HashAlgorithmName.SHA1,
+                "SHA256" => HashAlgorithmName.SHA256,
+                "SHA384" => HashAlgorithmName.SHA384,
+                "SHA512" => HashAlgorithmName.SHA512,
+                _ => null,
+            };
+            if (_cbcDigest is null)
+            {
+                failure = $"cipher {DataCipherNames.ToName(chosen)} with --auth {auth} is not supported (SHA1, SHA256, SHA384, SHA512 are)";
+                return false;
+            }
 
-        Cipher = chosen;
+            Log.Info("session", $"{Describe}: legacy CBC data channel {DataCipherNames.ToName(chosen)} with HMAC-{auth} (allowed by vpn.server.data_ciphers)");
+        }
 
         // A profile with comp-lzo / compress makes the client frame data with a stub byte. We never
         // compress: tell it "no compression" in the framing it understands.
@@ -544,21 +571,32 @@ public sealed class ServerSession
             }
         }
 
-        var ip = _o.Pool.Allocate();
+        var needs = new PeerNeeds((pi.IvProto & 2) != 0, Compression, chosen, Link.IsTcp);
+        var path = _mgr.Paths.Select(needs, out string? pathReason);
+        if (path is null)
+        {
+            failure = $"no data path can serve this client{(pathReason is null ? "" : $" ({pathReason})")}";
+            return false;
+        }
+
+        var ip = path.Pool.Allocate();
         if (ip is null)
         {
-            failure = "address pool exhausted";
+            failure = $"address pool of {path.Name} exhausted";
             return false;
         }
 
         var id = _mgr.PeerIds.Allocate();
         if (id is null)
         {
-            _o.Pool.Release(ip);
+            path.Pool.Release(ip);
             failure = "no free peer-id";
             return false;
         }
 
+        Path = path;
+        DataPathReason = pathReason;
+        path.Attach();
         VpnAddress = ip;
         PeerId = id;
         failure = null;
@@ -567,7 +605,7 @@ public sealed class ServerSession
 
     private void InstallFirstKey(KeyCtx k, DataChannelKeys keys)
     {
-        var dp = _mgr.DataPlane;
+        var dp = Path!.Plane;
         dp.NewPeer(new PeerConfig(PeerId!.Value, Link, VpnAddress, null)
         {
             DataV2 = (PeerInfo!.IvProto & 2) != 0,
@@ -575,12 +613,27 @@ public sealed class ServerSession
         });
         // The server side waits twice the pushed ping-restart, as OpenVPN's keepalive helper does.
         dp.SetPeer(PeerId.Value, TimeSpan.FromSeconds(_o.PingSeconds), TimeSpan.FromSeconds(_o.PingRestartSeconds * 2));
-        dp.NewKey(new KeyConfig(PeerId.Value, KeySlot.Primary, k.KeyId, Cipher!.Value,
-            new KeyDirection(keys.EncryptKey, keys.EncryptImplicitIv), new KeyDirection(keys.DecryptKey, keys.DecryptImplicitIv)));
+        dp.NewKey(MakeKeyConfig(KeySlot.Primary, k.KeyId, keys));
         _primaryKeyId = k.KeyId;
         _primarySinceMs = NowMs;
-        Log.Info("session", $"{Describe}: authenticated; peer-id {PeerId}, {VpnAddress}, cipher {DataCipherNames.ToName(Cipher.Value)}, " +
-            $"{(PeerInfo.IvVer is { } v ? "client " + v : "client version unknown")}");
+        Log.Info("session", $"{Describe}: authenticated; peer-id {PeerId}, {VpnAddress}, cipher {DataCipherNames.ToName(Cipher!.Value)}, " +
+            $"{(PeerInfo.IvVer is { } v ? "client " + v : "client version unknown")}, data path {Path!.Name}" +
+            (DataPathReason is null ? string.Empty : $" ({DataPathReason})"));
+    }
+
+    private KeyConfig MakeKeyConfig(KeySlot slot, int keyId, DataChannelKeys keys)
+    {
+        if (DataCipherNames.IsAead(Cipher!.Value))
+        {
+            return new KeyConfig(PeerId!.Value, slot, keyId, Cipher.Value,
+                new KeyDirection(keys.EncryptKey, keys.EncryptImplicitIv), new KeyDirection(keys.DecryptKey, keys.DecryptImplicitIv));
+        }
+
+        return new KeyConfig(PeerId!.Value, slot, keyId, Cipher.Value,
+            KeyDirection.ForCbc(keys.EncryptKey, keys.EncryptHmacKey!), KeyDirection.ForCbc(keys.DecryptKey, keys.DecryptHmacKey!))
+        {
+            CbcDigest = _cbcDigest,
+        };
     }
 
     private void OnControlMessage(string msg)
@@ -611,11 +664,18 @@ public sealed class ServerSession
         _pushed = true;
         var opts = new List<string>
         {
-            $"route-gateway {_o.Pool.ServerAddress}",
+            $"route-gateway {Path!.Pool.ServerAddress}",
             "topology subnet",
             $"ping {_o.PingSeconds}",
             $"ping-restart {_o.PingRestartSeconds}",
         };
+        if (Path.Pool.PrefixLength != _o.Pool.PrefixLength)
+        {
+            // This daemon serves a slice of the client network: route the whole network through the
+            // tunnel so clients reach the server and clients of the other daemons.
+            opts.Add($"route {_o.Pool.Network} {_o.Pool.Netmask}");
+        }
+
         opts.AddRange(_o.ExtraPush);
         if (Compression == CompressionStub.StubV2)
         {
@@ -626,7 +686,7 @@ public sealed class ServerSession
             opts.Add("comp-lzo no");
         }
 
-        opts.Add($"ifconfig {VpnAddress} {_o.Pool.Netmask}");
+        opts.Add($"ifconfig {VpnAddress} {Path.Pool.Netmask}");
         var pi = PeerInfo!;
         if ((pi.IvProto & 2) != 0)
         {
@@ -754,7 +814,7 @@ public sealed class ServerSession
             if (k.SwapPending && k.Rel.AllAcked && now - k.OwnKeySentAtMs >= 1000)
             {
                 k.SwapPending = false;
-                _mgr.DataPlane.SwapKeys(PeerId!.Value);
+                Path!.Plane.SwapKeys(PeerId!.Value);
                 _primaryKeyId = k.KeyId;
                 _primarySinceMs = now;
                 Log.Info("session", $"{Describe}: key-id {k.KeyId} is now primary");
@@ -834,13 +894,14 @@ public sealed class ServerSession
 
         if (PeerId is { } id)
         {
-            _mgr.DataPlane.DeletePeer(id);
+            Path!.Plane.DeletePeer(id);
             _mgr.PeerIds.Release(id);
         }
 
-        if (VpnAddress is { } ip)
+        if (VpnAddress is { } ip && Path is { } path)
         {
-            _o.Pool.Release(ip);
+            path.Pool.Release(ip);
+            path.Detach();
         }
 
         _mgr.OnSessionClosed(this, reason);

@@ -33,7 +33,7 @@ public sealed class SessionManager : IDataPlaneEvents, IDisposable
     private readonly Stopwatch _clock = Stopwatch.StartNew();
     private readonly Timer _timer;
     private int _halfOpen;
-    private IDataPlane? _dataPlane;
+    private IDataPathSelector? _paths;
 
     public SessionManager(ControlPlaneOptions options)
     {
@@ -49,10 +49,30 @@ public sealed class SessionManager : IDataPlaneEvents, IDisposable
 
     public ControlPlaneOptions Options => _o;
 
-    public IDataPlane DataPlane
+    /// <summary>The data paths (daemons or offload engine) and how clients are spread over them.</summary>
+    public IDataPathSelector Paths
     {
-        get => _dataPlane ?? throw new InvalidOperationException("data plane not attached");
-        set => _dataPlane = value;
+        get => _paths ?? throw new InvalidOperationException("data paths not attached");
+        set => _paths = value;
+    }
+
+    /// <summary>The data plane serving a peer-id (DATA_V2 routing), or null.</summary>
+    public IDataPlane? PlaneForPeer(uint peerId) => _byPeerId.TryGetValue(peerId, out var s) ? s.Path?.Plane : null;
+
+    /// <summary>The data plane serving the client on a link (DATA_V1 routing), or null.</summary>
+    public IDataPlane? PlaneForLink(ILinkTransport link)
+    {
+        ServerSession? s;
+        if (link.IsTcp)
+        {
+            _tcp.TryGetValue(link, out s);
+        }
+        else
+        {
+            _udp.TryGetValue(((UdpLinkTransport)link).Address, out s);
+        }
+
+        return s?.Path?.Plane;
     }
 
     public IdAllocator PeerIds { get; } = new();
@@ -76,17 +96,8 @@ public sealed class SessionManager : IDataPlaneEvents, IDisposable
         var list = new List<SessionInfo>();
         foreach (var s in _udp.Values.Concat(_tcp.Values))
         {
-            string path = _dataPlane?.EngineName ?? "none";
-            string? reason = null;
-            if (s.Compression != Ovpn.DataPlane.CompressionStub.None)
-            {
-                reason = "client uses compression framing";
-            }
-            else if (s.PeerInfo is { } pi && (pi.IvProto & 2) == 0)
-            {
-                reason = "client does not support DATA_V2";
-            }
-
+            string path = s.Path is { } p ? $"{p.Name} ({p.Plane.EngineName})" : "none";
+            string? reason = s.DataPathReason;
             list.Add(new SessionInfo(s.CommonName, s.Link.Describe(), s.VpnAddress?.ToString(), s.PeerId,
                 s.Cipher is { } c ? Protocol.Keys.DataCipherNames.ToName(c) : null, s.ClientVersion, s.ConnectedAt,
                 s.Authenticated, path, reason));

@@ -21,7 +21,7 @@ namespace Ovpn.DataPlane.Engine;
 /// Decryption state of a key (codec + replay window) is guarded by its receive lock, encryption
 /// state (codec + packet-id) by the peer's send lock, so per-peer order holds in each direction.
 /// </summary>
-public sealed class ManagedDataPlane : IDataPlane
+public sealed class ManagedDataPlane : IDataPlane, ILinkPacketSink
 {
     public const int MaxPacket = 2048;
     private static readonly byte[] PingMagic = [0x2a, 0x18, 0x7b, 0xf3, 0x64, 0x1e, 0xb4, 0xcb, 0x07, 0xed, 0x2d, 0x0a, 0x98, 0x1f, 0xc7, 0x48];
@@ -45,6 +45,14 @@ public sealed class ManagedDataPlane : IDataPlane
         _events = events;
         _time = time ?? TimeProvider.System;
     }
+
+    /// <summary>
+    /// Client ("P2P") mode: the engine has exactly one peer, the server. Every packet read from the
+    /// TUN goes to it (no per-destination routing, IPv6 too), and received packets are not checked
+    /// against the peer's VPN address (the server forwards traffic from anywhere). Server mode is
+    /// unchanged when this is false.
+    /// </summary>
+    public bool ClientMode { get; init; }
 
     public string EngineName => "ovpnas-userspace";
 
@@ -359,7 +367,7 @@ public sealed class ManagedDataPlane : IDataPlane
         if (version == 4)
         {
             uint src = BinaryPrimitives.ReadUInt32BigEndian(plain[12..]);
-            if (peer.VpnIPv4Key != src)
+            if (!ClientMode && peer.VpnIPv4Key != src)
             {
                 peer.Count(DropReason.SourceAddress);
                 return;
@@ -483,6 +491,26 @@ public sealed class ManagedDataPlane : IDataPlane
             }
 
             var pkt = buf.AsSpan(0, n);
+            if (ClientMode)
+            {
+                // One peer: everything the kernel routed into the tunnel goes to the server.
+                Peer? only = null;
+                foreach (var p in _peers.Values)
+                {
+                    only = p;
+                    break;
+                }
+
+                if (only is null)
+                {
+                    CountGlobal(DropReason.NoRoute);
+                    continue;
+                }
+
+                SendToPeer(only, pkt, plain, wire, vpnPayload: true);
+                continue;
+            }
+
             if ((pkt[0] >> 4) != 4 || n < 20)
             {
                 // IPv6 is not routed to clients yet (no IPv6 pool); count it rather than guess.
@@ -612,8 +640,8 @@ public sealed class ManagedDataPlane : IDataPlane
     private sealed class KeyState : IDisposable
     {
         public readonly int KeyId;
-        public readonly AeadCodec Encrypt;
-        public readonly AeadCodec Decrypt;
+        public readonly IDataChannelCodec Encrypt;
+        public readonly IDataChannelCodec Decrypt;
         public readonly object ReceiveLock = new();
         public ReplayWindow Replay;
         public uint NextPacketId = 1;
@@ -623,8 +651,23 @@ public sealed class ManagedDataPlane : IDataPlane
         public KeyState(KeyConfig k)
         {
             KeyId = k.KeyId;
-            Encrypt = new AeadCodec(k.Cipher, k.Encrypt.CipherKey, k.Encrypt.NonceTail);
-            Decrypt = new AeadCodec(k.Cipher, k.Decrypt.CipherKey, k.Decrypt.NonceTail);
+            Encrypt = CreateCodec(k, k.Encrypt);
+            Decrypt = CreateCodec(k, k.Decrypt);
+        }
+
+        private static IDataChannelCodec CreateCodec(KeyConfig k, KeyDirection d)
+        {
+            if (Protocol.Keys.DataCipherNames.IsAead(k.Cipher))
+            {
+                return new AeadCodec(k.Cipher, d.CipherKey, d.NonceTail);
+            }
+
+            if (d.HmacKey is null || k.CbcDigest is not { } digest)
+            {
+                throw new ArgumentException($"CBC key for peer {k.PeerId} lacks its HMAC key or digest");
+            }
+
+            return new CbcHmacCodec(k.Cipher, d.CipherKey, d.HmacKey, digest);
         }
 
         public void Dispose()

@@ -110,6 +110,34 @@ public sealed class KeyMethod2Message
     }
 
     /// <summary>
+    /// Length of the key-method-2 message at the start of <paramref name="data"/>, when a TLS read
+    /// returned it together with the next control message: u32 0, key method, [pre_master],
+    /// random1, random2, then up to four u16-length strings (options, user, password, peer-info).
+    /// A "string" whose length does not fit, or that lacks its NUL, is the start of the next message.
+    /// </summary>
+    public static int MeasureLength(ReadOnlySpan<byte> data, bool fromClient)
+    {
+        int o = 4 + 1 + (fromClient ? PreMasterSize : 0) + 2 * RandomSize;
+        if (data.Length < o)
+        {
+            return data.Length;
+        }
+
+        for (int i = 0; i < 4 && data.Length - o >= 2; i++)
+        {
+            int len = BinaryPrimitives.ReadUInt16BigEndian(data[o..]);
+            if (len > data.Length - o - 2 || (len > 0 && data[o + 2 + len - 1] != 0))
+            {
+                break;
+            }
+
+            o += 2 + len;
+        }
+
+        return o;
+    }
+
+    /// <summary>
     /// Parses a key-method-2 message. Username, password and peer-info may be missing entirely at
     /// the end (older peers); an empty string field decodes as null (Options as "").
     /// </summary>

@@ -25,7 +25,7 @@ namespace Ovpn.Protocol.Data;
 /// Replay checking is NOT done here: the caller checks its <see cref="ReplayWindow"/> with the
 /// returned packet id after <see cref="Open"/> succeeds (the tag must be verified first).
 /// </summary>
-public sealed class AeadCodec : IDisposable
+public sealed class AeadCodec : IDataChannelCodec
 {
     public const int TagSize = 16;
     public const int PacketIdSize = 4;

@@ -20,7 +20,7 @@ namespace Ovpn.Protocol.Data;
 /// Only for interoperating with old peers whose only common cipher is AES-128/256-CBC; never
 /// preferred. Not thread-safe (keeps an Aes and IncrementalHash instance).
 /// </summary>
-public sealed class CbcHmacCodec : IDisposable
+public sealed class CbcHmacCodec : IDataChannelCodec
 {
     public const int IvSize = 16;
     public const int BlockSize = 16;

@@ -7,6 +7,13 @@ namespace Ovpn.Server.Management;
 /// </summary>
 public static class KernelDcoProbe
 {
+    /// <summary>The platform probe (generic netlink family + module + CAP_NET_ADMIN), as the host uses it.</summary>
+    public static KernelDcoInfo ProbeKernel()
+    {
+        var p = Platform.Dco.KernelDco.Probe();
+        return new KernelDcoInfo(p.Usable, p.ModuleName ?? p.FamilyName, p.ModuleVersion, p.Usable ? null : p.Reason);
+    }
+
     public static KernelDcoInfo Probe(string sysRoot = "/sys")
     {
         foreach (var module in new[] { "ovpn", "ovpn_dco_v2" })

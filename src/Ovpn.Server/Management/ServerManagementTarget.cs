@@ -27,7 +27,7 @@ public sealed class ServerManagementTarget(string dataDir, Action requestStop) :
     public event Action<ReloadResult>? RestartRequested;
 
     /// <summary>Probe used for the kernel module (replaceable for tests).</summary>
-    public Func<KernelDcoInfo> KernelProbe { get; set; } = () => KernelDcoProbe.Probe();
+    public Func<KernelDcoInfo> KernelProbe { get; set; } = KernelDcoProbe.ProbeKernel;
 
     private ServerHost RequireHost() => _host ?? throw new InvalidOperationException("the VPN service is (re)starting");
 

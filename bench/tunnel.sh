@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# Tunnel throughput: stock openvpn client -> (a) stock openvpn 2.6 server, (b) ovpnas (offload
+# off), (c) ovpnas with vpn.server.daemon.ovpndco=true, in one run. Two network namespaces joined
+# by a veth pair (10.201.0.0/24); nothing leaves them. For each server: iperf3 TCP 1 stream,
+# TCP 4 streams and UDP, client -> server through the tunnel; prints Mbit/s, the ratio to (a) and
+# the server's CPU seconds per GB moved (utime+stime of the server process over the test).
+# Needs root. Usage: bench/tunnel.sh [seconds-per-test]   (default 10)
+set -euo pipefail
+T=${1:-10}
+here=$(cd "$(dirname "$0")" && pwd); root=$(cd "$here/.." && pwd)
+S=dpb$$s; C=dpb$$c; W=$(mktemp -d /tmp/dpbench.XXXX)
+SRV_IP=10.201.0.1; CLI_IP=10.201.0.2
+export OVPN_ARTIFACTS=${OVPN_ARTIFACTS:-/tmp/art-bench}
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]:-}"; do [[ -n "$p" ]] && kill "$p" 2>/dev/null || true; done
+  sleep 1
+  for p in "${PIDS[@]:-}"; do [[ -n "$p" ]] && kill -9 "$p" 2>/dev/null || true; done
+  ip netns del "$S" 2>/dev/null || true; ip netns del "$C" 2>/dev/null || true
+  rm -rf "$W"
+}
+trap cleanup EXIT
+ip netns add "$S"; ip netns add "$C"
+ip link add "v$$s" type veth peer name "v$$c"
+ip link set "v$$s" netns "$S"; ip link set "v$$c" netns "$C"
+ip -n "$S" addr add $SRV_IP/24 dev "v$$s"; ip -n "$C" addr add $CLI_IP/24 dev "v$$c"
+for n in "$S" "$C"; do ip -n "$n" link set lo up; done
+ip -n "$S" link set "v$$s" up; ip -n "$C" link set "v$$c" up
+
+dotnet build -c Release "$root/src/Ovpn.Cli" >/dev/null
+OVPNAS=$(find "$OVPN_ARTIFACTS/bin/Ovpn.Cli" -path '*release*' -name ovpnas.dll | head -1)
+ovpnas() { dotnet "$OVPNAS" "$@"; }
+TCK=$(getconf CLK_TCK)
+cpu_s() { awk -v t="$TCK" '{print ($14+$15)/t}' "/proc/$1/stat"; }
+
+# ---- PKI for the stock server (openssl CLI; throwaway) ----
+P=$W/pki; mkdir -p "$P"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=bench-ca -keyout "$P/ca.key" -out "$P/ca.crt" 2>/dev/null
+for who in server client; do
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=$who" -keyout "$P/$who.key" -out "$P/$who.csr" 2>/dev/null
+  ext=$W/$who.ext; if [[ $who == server ]]; then echo "extendedKeyUsage=serverAuth" >"$ext"; else echo "extendedKeyUsage=clientAuth" >"$ext"; fi
+  openssl x509 -req -in "$P/$who.csr" -CA "$P/ca.crt" -CAkey "$P/ca.key" -CAcreateserial -days 2 -extfile "$ext" -out "$P/$who.crt" 2>/dev/null
+done
+openvpn --genkey secret "$P/tc.key" >/dev/null
+cat >"$W/stock-server.conf" <<CONF
+dev tun
+proto udp
+port 1194
+local $SRV_IP
+server 10.8.0.0 255.255.255.0
+topology subnet
+ca $P/ca.crt
+cert $P/server.crt
+key $P/server.key
+dh none
+tls-crypt $P/tc.key
+data-ciphers AES-256-GCM
+keepalive 10 60
+verb 3
+CONF
+cat >"$W/stock-client.conf" <<CONF
+client
+dev tun
+proto udp
+remote $SRV_IP 1194
+nobind
+ca $P/ca.crt
+cert $P/client.crt
+key $P/client.key
+tls-crypt $P/tc.key
+data-ciphers AES-256-GCM
+verb 3
+CONF
+
+wait_log() { # file pattern seconds
+  for _ in $(seq 1 $(( $3 * 5 ))); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.2; done; return 1; }
+
+declare -A RES CPU
+run_tests() { # label server-pid server-tun-ip
+  local label=$1 spid=$2 tip=$3
+  ip netns exec "$S" iperf3 -s -B "$tip" -D --pidfile "$W/iperf.pid" >/dev/null 2>&1; sleep 0.5
+  PIDS+=("$(cat "$W/iperf.pid")")
+  for t in tcp1 tcp4 udp; do
+    case $t in
+      tcp1) args=(-t "$T") ;;
+      tcp4) args=(-t "$T" -P 4) ;;
+      udp)  args=(-t "$T" -u -b 2000M -l 1400) ;;
+    esac
+    local c0; c0=$(cpu_s "$spid")
+    ip netns exec "$C" iperf3 -c "$tip" "${args[@]}" -J >"$W/$label-$t.json" 2>/dev/null || true
+    local c1; c1=$(cpu_s "$spid")
+    read -r mbps bytes < <(python3 -c '
+import json,sys
+try:
+  j=json.load(open(sys.argv[1])); e=j["end"]
+  s=e.get("sum_received") or e.get("sum")
+  bps=s["bits_per_second"]; by=s["bytes"]
+  print("%.0f %d" % (bps/1e6, by))
+except Exception: print("0 0")' "$W/$label-$t.json")
+    RES[$label/$t]=$mbps
+    CPU[$label/$t]=$(awk -v a="$c0" -v b="$c1" -v by="$bytes" 'BEGIN{ if (by>0) printf "%.2f", (b-a)/(by/1e9); else print "n/a"}')
+  done
+  kill "$(cat "$W/iperf.pid")" 2>/dev/null || true
+}
+
+# ---- (a) stock openvpn server ----
+ip netns exec "$S" openvpn --config "$W/stock-server.conf" >"$W/a-server.log" 2>&1 & SPID=$!; PIDS+=("$SPID")
+wait_log "$W/a-server.log" "Initialization Sequence Completed" 15
+ip netns exec "$C" openvpn --config "$W/stock-client.conf" >"$W/a-client.log" 2>&1 & CPID=$!; PIDS+=("$CPID")
+if wait_log "$W/a-client.log" "Initialization Sequence Completed" 30; then run_tests a "$SPID" 10.8.0.1; else echo "(a) client did not connect"; tail -5 "$W/a-client.log"; fi
+kill "$CPID" "$SPID" 2>/dev/null || true; wait "$CPID" "$SPID" 2>/dev/null || true
+
+# ---- (b) ovpnas, (c) ovpnas with offload ----
+D=$W/ovpnas
+ovpnas init --data-dir "$D" --hostname $SRV_IP >/dev/null
+ovpnas user add bench --data-dir "$D" >/dev/null
+ovpnas profile bench --data-dir "$D" --out "$W/bench.ovpn" >/dev/null
+for mode in b c; do
+  if [[ $mode == c ]]; then
+    ovpnas sacli -k vpn.server.daemon.ovpndco -v true ConfigPut --data-dir "$D" >/dev/null || echo "(c) could not set vpn.server.daemon.ovpndco"
+  else
+    ovpnas sacli -k vpn.server.daemon.ovpndco -v false ConfigPut --data-dir "$D" >/dev/null || true
+  fi
+  ip netns exec "$S" dotnet "$OVPNAS" serve --data-dir "$D" >"$W/$mode-server.log" 2>&1 & SPID=$!; PIDS+=("$SPID")
+  wait_log "$W/$mode-server.log" "listening on UDP" 30 || { echo "($mode) server did not start"; tail -5 "$W/$mode-server.log"; }
+  grep -i -m2 "offload\|engine" "$W/$mode-server.log" | sed "s/^/($mode) /" || true
+  ip netns exec "$C" openvpn --config "$W/bench.ovpn" --proto udp >"$W/$mode-client.log" 2>&1 & CPID=$!; PIDS+=("$CPID")
+  if wait_log "$W/$mode-client.log" "Initialization Sequence Completed" 30; then run_tests "$mode" "$SPID" 172.27.224.1; else echo "($mode) client did not connect"; tail -5 "$W/$mode-client.log"; fi
+  kill "$CPID" 2>/dev/null || true; kill -TERM "$SPID" 2>/dev/null || true; wait "$CPID" "$SPID" 2>/dev/null || true
+done
+
+echo
+echo "Tunnel throughput, client -> server, ${T}s per test, $(nproc) cores, $(date -u +%F)"
+printf '%-28s %8s %8s %8s | %7s %7s %7s | %9s %9s %9s\n' server tcp1 tcp4 udp r_tcp1 r_tcp4 r_udp cpu/GB1 cpu/GB4 cpu/GBudp
+for m in a b c; do
+  case $m in a) name="(a) stock openvpn 2.6";; b) name="(b) ovpnas";; c) name="(c) ovpnas offload";; esac
+  r=(); for t in tcp1 tcp4 udp; do
+    base=${RES[a/$t]:-0}; v=${RES[$m/$t]:-0}
+    r+=("$(awk -v v="$v" -v b="$base" 'BEGIN{ if (b>0) printf "%.2fx", v/b; else print "n/a"}')")
+  done
+  printf '%-28s %8s %8s %8s | %7s %7s %7s | %9s %9s %9s\n' "$name" "${RES[$m/tcp1]:-n/a}" "${RES[$m/tcp4]:-n/a}" "${RES[$m/udp]:-n/a}" \
+    "${r[0]}" "${r[1]}" "${r[2]}" "${CPU[$m/tcp1]:-n/a}" "${CPU[$m/tcp4]:-n/a}" "${CPU[$m/udp]:-n/a}"
+done
+echo "(Mbit/s received by the iperf3 server; r_* = ratio to (a); cpu/GB = server CPU seconds per GB moved)"
