@@ -584,7 +584,7 @@ public sealed class ClientConnection
             data = data[kmLen..];
         }
 
-        foreach (var msg in SplitMessages(data))
+        foreach (var msg in ControlMessage.SplitRecord(data))
         {
             OnControlMessage(msg);
         }
@@ -634,27 +634,6 @@ public sealed class ClientConnection
     {
         _lastPushRequestMs = NowMs;
         SendControlMessage(k, "PUSH_REQUEST");
-    }
-
-    private static IEnumerable<string> SplitMessages(byte[] data)
-    {
-        int start = 0;
-        for (int i = 0; i <= data.Length; i++)
-        {
-            if (i == data.Length || data[i] == 0)
-            {
-                if (i > start)
-                {
-                    string s = Encoding.ASCII.GetString(data, start, i - start).TrimEnd('\r', '\n');
-                    if (s.Length > 0)
-                    {
-                        yield return s;
-                    }
-                }
-
-                start = i + 1;
-            }
-        }
     }
 
     private void OnControlMessage(string msg)

@@ -434,30 +434,9 @@ public sealed class ServerSession
         }
 
         // After key-method-2: NUL-terminated control messages, possibly several in one record.
-        foreach (var msg in SplitMessages(data))
+        foreach (var msg in ControlMessage.SplitRecord(data))
         {
             OnControlMessage(msg);
-        }
-    }
-
-    private static IEnumerable<string> SplitMessages(byte[] data)
-    {
-        int start = 0;
-        for (int i = 0; i <= data.Length; i++)
-        {
-            if (i == data.Length || data[i] == 0)
-            {
-                if (i > start)
-                {
-                    string s = Encoding.ASCII.GetString(data, start, i - start).TrimEnd('\r', '\n');
-                    if (s.Length > 0)
-                    {
-                        yield return s;
-                    }
-                }
-
-                start = i + 1;
-            }
         }
     }
 

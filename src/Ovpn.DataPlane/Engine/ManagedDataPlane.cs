@@ -24,9 +24,6 @@ namespace Ovpn.DataPlane.Engine;
 public sealed class ManagedDataPlane : IDataPlane, ILinkPacketSink
 {
     public const int MaxPacket = 2048;
-    private static readonly byte[] PingMagic = [0x2a, 0x18, 0x7b, 0xf3, 0x64, 0x1e, 0xb4, 0xcb, 0x07, 0xed, 0x2d, 0x0a, 0x98, 0x1f, 0xc7, 0x48];
-    private static readonly byte[] OccMagic = [0x28, 0x7f, 0x34, 0x6b, 0xd4, 0xef, 0x7a, 0x81, 0x2d, 0x56, 0xb8, 0xd3, 0xaf, 0xc5, 0x45, 0x9c];
-    private const byte OccExit = 6;
 
     private readonly ITunDevice? _tun;
     private readonly IDataPlaneEvents _events;
@@ -336,20 +333,20 @@ public sealed class ManagedDataPlane : IDataPlane, ILinkPacketSink
         }
 
         var plain = scratch[..len];
-        if (!Unframe(peer.Stub, ref plain, scratch))
+        if (!Unframe(peer.Stub, ref plain))
         {
             peer.Count(DropReason.Compression);
             return;
         }
 
-        if (plain.SequenceEqual(PingMagic))
+        if (SpecialPayloads.IsPing(plain))
         {
             return;
         }
 
-        if (plain.Length >= 17 && plain[..16].SequenceEqual(OccMagic))
+        if (SpecialPayloads.TryGetOcc(plain, out var occ, out _))
         {
-            if (plain[16] == OccExit)
+            if (occ == OccOpcode.Exit)
             {
                 RemovePeer(peer.Id, PeerDeleteReason.TransportDisconnect);
             }
@@ -384,84 +381,34 @@ public sealed class ManagedDataPlane : IDataPlane, ILinkPacketSink
         _tun?.Write(plain);
     }
 
-    private static bool Unframe(CompressionStub stub, ref Span<byte> plain, Span<byte> scratch)
+    private static CompressionFramingMode FramingOf(CompressionStub stub) => stub switch
     {
-        switch (stub)
+        CompressionStub.LzoNo => CompressionFramingMode.LzoStub,
+        CompressionStub.Swap => CompressionFramingMode.CompStub,
+        CompressionStub.StubV2 => CompressionFramingMode.CompStubV2,
+        _ => CompressionFramingMode.None,
+    };
+
+    /// <summary>Removes a peer's stub framing in place; false for real compression or a bad byte.</summary>
+    private static bool Unframe(CompressionStub stub, ref Span<byte> plain)
+    {
+        if (stub == CompressionStub.None)
         {
-            case CompressionStub.None:
-                return true;
-            case CompressionStub.LzoNo:
-                if (plain.Length < 1 || plain[0] != 0xFA)
-                {
-                    return false;
-                }
-
-                plain = plain[1..];
-                return true;
-            case CompressionStub.Swap:
-                if (plain.Length < 1 || plain[0] != 0xFB)
-                {
-                    return false;
-                }
-
-                // "swap": the original first byte travels at the end.
-                if (plain.Length > 1)
-                {
-                    plain[0] = plain[^1];
-                    plain = plain[..^1];
-                }
-                else
-                {
-                    plain = plain[1..];
-                }
-
-                return true;
-            case CompressionStub.StubV2:
-                if (plain.Length >= 2 && plain[0] == 0x50)
-                {
-                    if (plain[1] != 0x00)
-                    {
-                        return false;
-                    }
-
-                    plain = plain[2..];
-                }
-
-                return true;
-            default:
-                return false;
+            return true;
         }
+
+        if (CompressionFraming.Decode(FramingOf(stub), plain, out int offset, out int length) != DataDropReason.None)
+        {
+            return false;
+        }
+
+        plain = plain.Slice(offset, length);
+        return true;
     }
 
-    /// <summary>Writes the framing for <paramref name="stub"/> in front of/around the payload at dst[offset..].</summary>
-    private static int Frame(CompressionStub stub, ReadOnlySpan<byte> payload, Span<byte> dst)
-    {
-        switch (stub)
-        {
-            case CompressionStub.LzoNo:
-                dst[0] = 0xFA;
-                payload.CopyTo(dst[1..]);
-                return payload.Length + 1;
-            case CompressionStub.Swap:
-                dst[0] = 0xFB;
-                if (payload.Length == 0)
-                {
-                    return 1;
-                }
-
-                payload[1..].CopyTo(dst[1..]);
-                dst[payload.Length] = payload[0];
-                return payload.Length + 1;
-            case CompressionStub.StubV2 when payload.Length > 0 && payload[0] == 0x50:
-                dst[0] = 0x50;
-                dst[1] = 0x00;
-                payload.CopyTo(dst[2..]);
-                return payload.Length + 2;
-            default:
-                payload.CopyTo(dst);
-                return payload.Length;
-        }
-    }
+    /// <summary>Writes the payload with the peer's stub framing into dst; returns the framed length.</summary>
+    private static int Frame(CompressionStub stub, ReadOnlySpan<byte> payload, Span<byte> dst) =>
+        CompressionFraming.Encode(FramingOf(stub), payload, dst);
 
     private void RunTunReader()
     {
@@ -607,7 +554,7 @@ public sealed class ManagedDataPlane : IDataPlane, ILinkPacketSink
             if (p.KeepaliveInterval > TimeSpan.Zero && p.Primary is not null &&
                 _time.GetElapsedTime(Volatile.Read(ref p.LastTx), now) >= p.KeepaliveInterval)
             {
-                SendToPeer(p, PingMagic, plain, wire, vpnPayload: false);
+                SendToPeer(p, SpecialPayloads.PingMagic, plain, wire, vpnPayload: false);
             }
         }
     }
@@ -618,9 +565,8 @@ public sealed class ManagedDataPlane : IDataPlane, ILinkPacketSink
         if (_peers.TryGetValue(peerId, out var p))
         {
             Span<byte> msg = stackalloc byte[17];
-            OccMagic.CopyTo(msg);
-            msg[16] = OccExit;
-            SendToPeer(p, msg, new byte[64], new byte[128], vpnPayload: false);
+            int n = SpecialPayloads.WriteOcc(msg, OccOpcode.Exit);
+            SendToPeer(p, msg[..n], new byte[64], new byte[128], vpnPayload: false);
         }
     }
 
