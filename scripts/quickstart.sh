@@ -41,6 +41,14 @@ if ! $OVPNAS user list --data-dir "$DATA_DIR" | cut -f1 | grep -qx "$USER_NAME";
   $OVPNAS user add "$USER_NAME" --data-dir "$DATA_DIR"
 fi
 $OVPNAS profile "$USER_NAME" --data-dir "$DATA_DIR" --out "$DATA_DIR/$USER_NAME.ovpn"
+# Admin web UI account "openvpn" (as Access Server names it), with a random password on first run.
+if [ ! -f "$DATA_DIR/.admin-created" ]; then
+  ADMIN_PASS=$(head -c 12 /dev/urandom | base64 | tr -d '/+=')
+  $OVPNAS sacli --data-dir "$DATA_DIR" -u openvpn -k prop_superuser -v true UserPropPut >/dev/null
+  $OVPNAS sacli --data-dir "$DATA_DIR" -u openvpn --new_pass "$ADMIN_PASS" SetLocalPassword >/dev/null
+  touch "$DATA_DIR/.admin-created"
+  echo "quickstart: admin web UI https://${HOSTNAME_ARG:-localhost}:943/ user 'openvpn' password '$ADMIN_PASS'"
+fi
 echo "quickstart: client profile written to $DATA_DIR/$USER_NAME.ovpn"
 echo "quickstart: connect with: openvpn --config $USER_NAME.ovpn"
 exec $OVPNAS serve --data-dir "$DATA_DIR"
