@@ -136,7 +136,11 @@ ip -n $NSS link show as0t0 >/dev/null 2>&1; [ $? != 0 ]; check "[B] as0t0 remove
 
 # ---------- C: module unloaded -> userspace offload engine
 log "===== C: rmmod ovpn_dco_v2, restart ovpnas serve"
-rmmod ovpn_dco_v2; [ ! -d /sys/module/ovpn_dco_v2 ]; check "[C] module unloaded" $?
+# The host's openvpn-dco-dkms package may have installed the module under /lib/modules (visible in the guest):
+# the genl family lookup would then auto-load it again. Block that (the guest's /etc is a tmpfs overlay), so
+# this round sees what a host without the module sees.
+echo "install ovpn_dco_v2 /bin/false" > /etc/modprobe.d/kdco-block-ovpn-dco.conf
+rmmod ovpn_dco_v2; [ ! -d /sys/module/ovpn_dco_v2 ]; check "[C] module unloaded (and auto-load blocked)" $?
 SL=$OUT/server-userspace.log
 start_server $SL
 grep -E 'data channel offload|as0t0|data plane' $SL | proof
@@ -148,7 +152,8 @@ pings C
 iperf C
 status C "kernel module not used"
 stop_client; stop_server
-insmod "$MODULE_KO" 2>/dev/null # leave the module as driver.sh found it
+[ ! -d /sys/module/ovpn_dco_v2 ]; check "[C] module still unloaded after the round" $?
+rm -f /etc/modprobe.d/kdco-block-ovpn-dco.conf; insmod "$MODULE_KO" 2>/dev/null # leave the module as driver.sh found it
 grep -hE 'iperf3 through' /xfer/guest.log 2>/dev/null | sed 's/^.*CHECK/  CHECK/'
 log "flow: $fails failure(s)"
 [ $fails = 0 ]
