@@ -2,3 +2,4 @@
 using System.Runtime.CompilerServices;
 
 [assembly: InternalsVisibleTo("Ovpn.Client.Tests")]
+[assembly: InternalsVisibleTo("Ovpn.Benchmarks")]

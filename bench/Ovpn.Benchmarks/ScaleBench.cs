@@ -1,0 +1,177 @@
+// SPDX-License-Identifier: MIT
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Globalization;
+using System.Net;
+using System.Net.Sockets;
+using Ovpn.ControlPlane;
+using Ovpn.ControlPlane.Client;
+using Ovpn.DataPlane;
+using Ovpn.DataPlane.Transport;
+
+namespace Ovpn.Benchmarks;
+
+/// <summary>
+/// Scale benchmark: N simulated clients (our client-side protocol code, no TUN) connect to one
+/// server with the same profile; prints handshakes/s, time until all are connected, and the
+/// server's resident memory per connected idle peer (from /proc/PID/status of the server process).
+///   scale --profile P.ovpn --clients N [--concurrency C] [--server-pid PID] [--timeout S]
+/// Works against ovpnas and the stock openvpn server alike (both speak the same protocol).
+/// </summary>
+internal static class ScaleBench
+{
+    public static async Task<int> RunAsync(string[] args)
+    {
+        string? profilePath = null;
+        int clients = 100, concurrency = 64, timeoutS = 600;
+        int? serverPid = null;
+        for (int i = 0; i + 1 < args.Length; i += 2)
+        {
+            switch (args[i])
+            {
+                case "--profile": profilePath = args[i + 1]; break;
+                case "--clients": clients = int.Parse(args[i + 1], CultureInfo.InvariantCulture); break;
+                case "--concurrency": concurrency = int.Parse(args[i + 1], CultureInfo.InvariantCulture); break;
+                case "--server-pid": serverPid = int.Parse(args[i + 1], CultureInfo.InvariantCulture); break;
+                case "--timeout": timeoutS = int.Parse(args[i + 1], CultureInfo.InvariantCulture); break;
+                default: Console.Error.WriteLine($"scale: unknown option {args[i]}"); return 1;
+            }
+        }
+
+        if (profilePath is null)
+        {
+            Console.Error.WriteLine("scale: --profile is required");
+            return 1;
+        }
+
+        Log.MinLevel = LogLevel.Error;
+        var profile = ClientProfile.Load(profilePath);
+        if (profile.Errors.Any())
+        {
+            Console.Error.WriteLine("scale: profile errors: " + string.Join("; ", profile.Errors));
+            return 1;
+        }
+
+        var remote = profile.Remotes[0];
+        var ep = new IPEndPoint(IPAddress.Parse(remote.Host), remote.Port);
+        long rssBefore = serverPid is { } p0 ? ReadRssKb(p0) : 0;
+        var live = new ConcurrentBag<(ClientConnection Conn, Socket Sock)>();
+        using var gate = new SemaphoreSlim(concurrency);
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(timeoutS));
+        var conns = new ConcurrentDictionary<ClientConnection, byte>();
+        using var ticker = new Timer(_ =>
+        {
+            foreach (var c in conns.Keys)
+            {
+                c.PostTick();
+            }
+        }, null, 250, 250);
+
+        int established = 0, failed = 0;
+        var sw = Stopwatch.StartNew();
+        var tasks = new List<Task>(clients);
+        for (int i = 0; i < clients; i++)
+        {
+            await gate.WaitAsync(cts.Token).ConfigureAwait(false);
+            tasks.Add(Task.Run(async () =>
+            {
+                var sock = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+                sock.Bind(new IPEndPoint(IPAddress.Any, 0));
+                var link = new UdpLinkTransport(sock, ep.Serialize());
+                var path = new IdlePath();
+                var conn = new ClientConnection(profile, remote, link, path);
+                conns[conn] = 0;
+                _ = ReceiveAsync(sock, conn, cts.Token);
+                conn.Start();
+                try
+                {
+                    await path.Established.Task.WaitAsync(cts.Token).ConfigureAwait(false);
+                    Interlocked.Increment(ref established);
+                    live.Add((conn, sock));
+                }
+                catch (OperationCanceledException)
+                {
+                    Interlocked.Increment(ref failed);
+                }
+                finally
+                {
+                    gate.Release();
+                }
+            }));
+        }
+
+        await Task.WhenAll(tasks).ConfigureAwait(false);
+        double seconds = sw.Elapsed.TotalSeconds;
+        // Let the server settle with every peer idle, then measure its memory.
+        await Task.Delay(3000).ConfigureAwait(false);
+        long rssAfter = serverPid is { } p1 ? ReadRssKb(p1) : 0;
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"scale: clients={clients} established={established} failed={failed} seconds={seconds:F2} handshakes_per_s={established / seconds:F1} " +
+            $"server_rss_before_kb={rssBefore} server_rss_after_kb={rssAfter} kb_per_peer={(established > 0 ? (rssAfter - rssBefore) / (double)established : 0):F1}"));
+
+        await cts.CancelAsync().ConfigureAwait(false);
+        foreach (var (conn, sock) in live)
+        {
+            conn.PostStop(ClientExitKind.Stopped, "bench done");
+            sock.Dispose();
+        }
+
+        return failed == 0 ? 0 : 2;
+    }
+
+    private static async Task ReceiveAsync(Socket sock, ClientConnection conn, CancellationToken ct)
+    {
+        var buf = new byte[4096];
+        var from = new SocketAddress(AddressFamily.InterNetwork);
+        try
+        {
+            while (!ct.IsCancellationRequested)
+            {
+                int n = await sock.ReceiveFromAsync(buf, SocketFlags.None, from, ct).ConfigureAwait(false);
+                if (n > 0)
+                {
+                    conn.PostPacket(buf.AsSpan(0, n).ToArray());
+                }
+            }
+        }
+        catch (Exception e) when (e is OperationCanceledException or SocketException or ObjectDisposedException)
+        {
+        }
+    }
+
+    private static long ReadRssKb(int pid)
+    {
+        foreach (var line in File.ReadLines($"/proc/{pid}/status"))
+        {
+            if (line.StartsWith("VmRSS:", StringComparison.Ordinal))
+            {
+                return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture);
+            }
+        }
+
+        return 0;
+    }
+
+    /// <summary>A client that only records that its data channel is up (no TUN, no traffic).</summary>
+    private sealed class IdlePath : IClientDataPath
+    {
+        public TaskCompletionSource Established { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public void Establish(PushedConfig config, KeyConfig firstKey)
+        {
+            firstKey.Encrypt.Clear();
+            firstKey.Decrypt.Clear();
+            Established.TrySetResult();
+        }
+
+        public void InstallSecondary(KeyConfig key)
+        {
+            key.Encrypt.Clear();
+            key.Decrypt.Clear();
+        }
+
+        public void SwapKeys()
+        {
+        }
+    }
+}
