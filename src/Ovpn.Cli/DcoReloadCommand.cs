@@ -44,7 +44,7 @@ public static class DcoReloadCommand
         string full = Path.GetFullPath(dataDir);
         logPath ??= Path.Combine(full, "ovpnas.log");
 
-        var server = FindServer(full);
+        var server = FindServer(full, await PidFromManagementAsync(full, ct).ConfigureAwait(false));
         if (server is null)
         {
             output.WriteLine($"dco-reload: no running `ovpnas serve --data-dir {full}` found; reloading the module only");
@@ -115,10 +115,29 @@ public static class DcoReloadCommand
 
     private readonly record struct ServerProcess(int Pid, string[] Argv, string Cwd);
 
-    /// <summary>DATA_DIR/ovpnas.pid when the server writes one, else the process whose command line is `... serve ... --data-dir DIR`.</summary>
-    private static ServerProcess? FindServer(string dataDir)
+    /// <summary>The pid the running server reports on its management socket (DATA_DIR/ovpnas.sock), null if none answers.</summary>
+    private static async Task<int?> PidFromManagementAsync(string dataDir, CancellationToken ct)
+    {
+        try
+        {
+            var status = await Ovpn.Server.Management.ManagementClient.SendAsync(dataDir, "status", TimeSpan.FromSeconds(10), ct).ConfigureAwait(false);
+            return status.ValueKind == System.Text.Json.JsonValueKind.Object && status.TryGetProperty("pid", out var pid) && pid.TryGetInt32(out int n) ? n : null;
+        }
+        catch (Exception e) when (e is not OperationCanceledException and not OutOfMemoryException)
+        {
+            return null; // not running, or an older server: fall back to the command-line scan
+        }
+    }
+
+    /// <summary>
+    /// The server process and its command line (to start it again the same way): the pid from the management
+    /// socket, DATA_DIR/ovpnas.pid, or the process whose command line is `... ovpnas[.dll] serve ... --data-dir DIR`.
+    /// </summary>
+    private static ServerProcess? FindServer(string dataDir, int? managementPid)
     {
         var candidates = new List<int>();
+        if (managementPid is { } mp)
+            candidates.Add(mp);
         if (Read(Path.Combine(dataDir, "ovpnas.pid")) is { } pidText && int.TryParse(pidText, NumberStyles.None, CultureInfo.InvariantCulture, out int filePid))
             candidates.Add(filePid);
         foreach (string d in Directory.EnumerateDirectories("/proc"))

@@ -5,7 +5,7 @@
 # Exit: 0 passed, 1 failed, 77 SKIPPED (a prerequisite is missing; the reason is printed on the
 # "RESULT: SKIPPED:" line), 124 the VM run hit its timeout.
 # Env: KDCO_INSTALL=1 runs 00-install.sh (apt) first; KDCO_VM_TIMEOUT (default 720 s) bounds the VM; KDCO_FLOW_TEST=0 skips the openvpn flow;
-# KDCO_COMPARE=1 adds an iperf3 round against `ovpnas serve` (managed data plane) for comparison;
+# KDCO_IPERF_TIME (default 3 s) per iperf3 run;
 # WORK, KVER, ACCEL, SMP, MEM as in common.sh / 30-run-vm.sh.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
