@@ -21,10 +21,12 @@ cat > "$RUN/stage2.sh" <<'S2'
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8
 mount -t proc proc /proc; mount -t sysfs sysfs /sys; mount -t devtmpfs devtmpfs /dev
 mkdir -p /dev/pts /dev/shm; mount -t devpts devpts /dev/pts; mount -t tmpfs tmpfs /dev/shm
-mount -t tmpfs tmpfs /run; mount -t tmpfs tmpfs /tmp
+cd /xfer; . /xfer/env
+# A fresh /tmp, unless the work folder (module, builds, data dir) is itself under the host's /tmp (e.g. a CI
+# clone there): then keep the overlayed host /tmp, which is writable too (tmpfs upper layer).
+mount -t tmpfs tmpfs /run; case "$WORK/" in /tmp/*) ;; *) mount -t tmpfs tmpfs /tmp ;; esac
 hostname kdco-vm; ip link set lo up
 modprobe virtio-rng 2>/dev/null
-cd /xfer; . /xfer/env
 echo "STAGE2: kernel $(uname -r), $(nproc) cpus, uptime $(cut -d' ' -f1 /proc/uptime)s"
 start=$(date +%s.%N)
 bash /xfer/guest.sh > /xfer/guest.log 2>&1; rc=$?

@@ -5,7 +5,7 @@
 # Exit: 0 passed, 1 failed, 77 SKIPPED (a prerequisite is missing; the reason is printed on the
 # "RESULT: SKIPPED:" line), 124 the VM run hit its timeout.
 # Env: KDCO_INSTALL=1 runs 00-install.sh (apt) first; KDCO_VM_TIMEOUT (default 720 s) bounds the VM; KDCO_FLOW_TEST=0 skips the openvpn flow;
-# KDCO_COMPARE=1 adds an iperf3 round against `ovpnas serve` (managed data plane) for comparison;
+# KDCO_IPERF_TIME (default 3 s) per iperf3 run;
 # WORK, KVER, ACCEL, SMP, MEM as in common.sh / 30-run-vm.sh.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -55,19 +55,19 @@ dotnet build "$here/DcoDriver/DcoDriver.csproj" -c Release -o "$WORK/driver" -no
 echo "=== rc=0 in $(( $(date +%s) - t ))s: dotnet build"
 export KDCO_DRIVER=$WORK/driver/DcoDriver.dll
 
-# Full flow (KDCO_FLOW_TEST=0 to skip): ServerFlow + a data dir and client profile made with our CLI on the host
+# Full flow (KDCO_FLOW_TEST=0 to skip): the real `ovpnas serve` + a data dir and client profile made with our CLI on the host
 # (faster than inside the TCG guest). Server address 10.201.0.1 exists only inside the VM's namespaces.
 if [ "${KDCO_FLOW_TEST:-1}" = 1 ]; then
-  t=$(date +%s); echo "=== dotnet build ServerFlow + ovpnas, data dir ($(date +%T))"
-  { dotnet build "$here/ServerFlow/ServerFlow.csproj" -c Release -o "$WORK/flow" -nologo -v q &&
-    dotnet build "$REPO_ROOT/src/Ovpn.Cli/Ovpn.Cli.csproj" -c Release -o "$WORK/cli" -nologo -v q &&
+  t=$(date +%s); echo "=== dotnet build ovpnas, data dir ($(date +%T))"
+  { dotnet build "$REPO_ROOT/src/Ovpn.Cli/Ovpn.Cli.csproj" -c Release -o "$WORK/cli" -nologo -v q &&
     rm -rf "$WORK/flow-data" &&
     dotnet "$WORK/cli/ovpnas.dll" init --data-dir "$WORK/flow-data" --hostname 10.201.0.1 &&
     dotnet "$WORK/cli/ovpnas.dll" user add alice --data-dir "$WORK/flow-data" &&
+    dotnet "$WORK/cli/ovpnas.dll" sacli -k vpn.server.daemon.ovpndco -v true ConfigPut --data-dir "$WORK/flow-data" &&
     dotnet "$WORK/cli/ovpnas.dll" profile alice --data-dir "$WORK/flow-data" --out "$WORK/flow-alice.ovpn"; } > "$WORK/flow-build.log" 2>&1 \
     || { tail -30 "$WORK/flow-build.log"; echo "RESULT: FAILED: flow build/setup"; exit 1; }
   echo "=== rc=0 in $(( $(date +%s) - t ))s: flow build + setup"
-  export KDCO_FLOW=$WORK/flow/ServerFlow.dll KDCO_FLOW_DATA=$WORK/flow-data KDCO_FLOW_PROFILE=$WORK/flow-alice.ovpn KDCO_CLI=$WORK/cli/ovpnas.dll
+  export KDCO_FLOW=$KDCO_DIR/guest/flow.sh KDCO_FLOW_DATA=$WORK/flow-data KDCO_FLOW_PROFILE=$WORK/flow-alice.ovpn KDCO_CLI=$WORK/cli/ovpnas.dll
 fi
 
 step "$here/30-run-vm.sh" "$here/guest/all.sh" "${KDCO_VM_TIMEOUT:-720}"; rc=$?

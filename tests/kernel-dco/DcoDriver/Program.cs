@@ -24,6 +24,26 @@ void Check(string name, bool ok, string detail = "")
         failures++;
 }
 
+// `--peers IFNAME`: read-only GET_PEER dump of a device another process (ovpnas serve) owns, so the VM
+// flow can see from outside the server which peers the kernel holds. Prints "PEERS n" then one line each.
+if (args.Length == 2 && args[0] == "--peers")
+{
+    int ifindex = int.Parse(File.ReadAllText($"/sys/class/net/{args[1]}/ifindex").Trim(), System.Globalization.CultureInfo.InvariantCulture);
+    using var genl = new Ovpn.Platform.Netlink.NetlinkSocket(Ovpn.Platform.Netlink.NetlinkConst.NETLINK_GENERIC);
+    var fam = genl.ResolveFamily(OvpnDcoV2.FamilyName) ?? throw new NotSupportedException($"no genl family {OvpnDcoV2.FamilyName}");
+    var peers = genl.Request(OvpnDcoV2.GetPeersDump(fam.Id, ifindex), "OVPN GET_PEER dump")
+        .Where(m => m.Type == fam.Id).Select(OvpnDcoV2.ParsePeer).ToList();
+    Console.WriteLine($"PEERS {peers.Count} on {args[1]} (ifindex {ifindex})");
+    foreach (var p in peers)
+        Console.WriteLine($"PEER {p.PeerId} {p.Remote} vpn {p.VpnIPv4} vpn-rx {p.VpnRxPackets}p/{p.VpnRxBytes}B vpn-tx {p.VpnTxPackets}p/{p.VpnTxBytes}B");
+    return 0;
+}
+
+// `--dco-reload DATA_DIR KO LOG`: runs `ovpnas dco-reload` (src/Ovpn.Cli/DcoReloadCommand.cs) for as long as
+// the command is not registered in ovpnas' Program.cs; guest/flow.sh prefers the real `ovpnas dco-reload`.
+if (args.Length == 4 && args[0] == "--dco-reload")
+    return await Ovpn.Cli.DcoReloadCommand.RunAsync(args[1], args[2], args[3], TimeSpan.FromSeconds(90), Console.Out, CancellationToken.None);
+
 string ifName = args.Length > 0 ? args[0] : "as0t0";
 string? family = args.Length > 1 ? args[1] : null; // null: KernelDataPlane's default choice
 var status = KernelDco.Probe();
