@@ -63,6 +63,7 @@ internal sealed class Cli(TextWriter stdout, TextWriter stderr)
         root.Subcommands.Add(ServeCommand());
         root.Subcommands.Add(ConnectCommand());
         root.Subcommands.Add(DoctorCommand());
+        root.Subcommands.Add(DcoReloadCommand.Create(DataDir, stdout, stderr));
         return root;
     }
 
