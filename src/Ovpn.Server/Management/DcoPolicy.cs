@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: MIT
+using Ovpn.ControlPlane;
 using Ovpn.ControlPlane.Config;
 using Ovpn.ControlPlane.Dco;
 using Ovpn.ControlPlane.Sessions;
@@ -7,9 +8,11 @@ using Ovpn.Protocol.Keys;
 namespace Ovpn.Server.Management;
 
 /// <summary>
-/// Enforces the DCO rules on the control-plane options at start: with vpn.server.daemon.ovpndco on,
-/// no compression framing is accepted and only AEAD ciphers are negotiated (the kernel does AEAD
-/// only). Layer 2 is refused by ServerFactory already. The reasons are in <see cref="DcoRules.Review"/>.
+/// The DCO rules at start, with vpn.server.daemon.ovpndco on: offloaded peers only ever use AEAD
+/// ciphers, DATA_V2 and no compression framing (the kernel and our offload engine carry nothing
+/// else). Clients that need more (a CBC cipher the admin listed, stub compression framing) are not
+/// refused: the data path selector puts them on the non-offload daemon with the reason, so offload
+/// stays on for everyone else. Layer 2 is refused by ServerFactory. Reasons: <see cref="DcoRules.Review"/>.
 /// </summary>
 public static class DcoPolicy
 {
@@ -20,13 +23,13 @@ public static class DcoPolicy
             return control;
         }
 
-        var review = DcoRules.Review(settings);
-        var aead = control.DataCiphers.Where(DataCipherNames.IsAead).ToList();
-        return control with
+        var legacy = control.DataCiphers.Where(c => !DataCipherNames.IsAead(c)).Select(DataCipherNames.ToName).ToList();
+        if (legacy.Count > 0)
         {
-            AllowCompressionStubs = review.CompressionAllowed,
-            DataCiphers = aead.Count > 0 ? aead : control.DataCiphers,
-            FallbackCipher = control.FallbackCipher is { } fb && !DataCipherNames.IsAead(fb) ? null : control.FallbackCipher,
-        };
+            Log.Info("dco", $"not offloaded: {string.Join(", ", legacy)} (not AEAD); clients that negotiate them use the non-offload daemon");
+        }
+
+        Log.Info("dco", "compression is off; clients whose profile frames data with comp-lzo/compress use the non-offload daemon");
+        return control;
     }
 }
