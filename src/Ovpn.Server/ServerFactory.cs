@@ -84,9 +84,9 @@ public static class ServerFactory
                     return new AuthResult(false, cn, $"no such user '{cn}'");
                 }
 
-                if (string.Equals(users.GetProperty(cn, "prop_deny"), "true", StringComparison.OrdinalIgnoreCase))
+                if (string.Equals(users.GetEffectiveProperty(cn, "prop_deny"), "true", StringComparison.OrdinalIgnoreCase))
                 {
-                    return new AuthResult(false, cn, $"user '{cn}' is denied access (prop_deny)");
+                    return new AuthResult(false, cn, $"user '{cn}' is denied access (prop_deny, user > group > __DEFAULT__)");
                 }
 
                 return new AuthResult(true, cn, null);

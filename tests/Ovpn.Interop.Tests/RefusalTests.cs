@@ -38,6 +38,18 @@ public sealed class RefusalTests
     }
 
     [RequiresFact(Requirement.Root, Requirement.Tun, Requirement.OpenVpn)]
+    public async Task UserDeniedThroughTheDefaultRecordIsRefused()
+    {
+        await using var s = ServerUnderTest.Create();
+        string config = s.ClientConfig("alice", "udp");
+        s.Cli("sacli", "-u", "__DEFAULT__", "-k", "prop_deny", "-v", "true", "UserPropPut");
+        await s.StartAsync();
+        await using var client = OpenVpnProcess.Start(s.ClientNs, config);
+        var line = await s.Process!.WaitForLineAsync(new Regex("refused: client certificate refused: user 'alice' is denied access"), TimeSpan.FromSeconds(30));
+        Assert.Contains("prop_deny", line, StringComparison.Ordinal);
+    }
+
+    [RequiresFact(Requirement.Root, Requirement.Tun, Requirement.OpenVpn)]
     public async Task ClientOfferingOnlyCbcIsRefusedWithReason()
     {
         await using var s = ServerUnderTest.Create();

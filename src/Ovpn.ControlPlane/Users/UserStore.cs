@@ -144,6 +144,41 @@ public sealed partial class UserStore
         return d;
     }
 
+    /// <summary>The record whose properties apply to every user that does not set them (Access Server's name).</summary>
+    public const string DefaultRecord = "__DEFAULT__";
+
+    /// <summary>
+    /// A property as it applies to <paramref name="user"/>, with Access Server's precedence: the
+    /// user's own value, else its group's (the user property <c>conn_group</c> names a record of
+    /// <c>type</c> group), else the <c>__DEFAULT__</c> record's. Null when none sets it.
+    /// </summary>
+    public string? GetEffectiveProperty(string user, string key) => GetEffectiveProperties(user).GetValueOrDefault(key);
+
+    /// <summary>All properties that apply to <paramref name="user"/> (user over group over __DEFAULT__).</summary>
+    public SortedDictionary<string, string> GetEffectiveProperties(string user)
+    {
+        var own = GetProperties(user);
+        var result = new SortedDictionary<string, string>(StringComparer.Ordinal);
+        foreach (var (k, v) in GetProperties(DefaultRecord))
+            result[k] = v;
+        if (own.TryGetValue("conn_group", out var group) && group != user)
+        {
+            var g = GetProperties(group);
+            if (g.TryGetValue("type", out var type) && type == "group")
+            {
+                foreach (var (k, v) in g)
+                {
+                    if (k != "type")
+                        result[k] = v;
+                }
+            }
+        }
+
+        foreach (var (k, v) in own)
+            result[k] = v;
+        return result;
+    }
+
     public bool DeleteProperty(string user, string key)
     {
         using var c = _db.OpenConnection();

@@ -56,3 +56,44 @@ public sealed class UserStoreTests : IDisposable
         Assert.False(_users.Exists("bob"));
     }
 }
+
+public sealed class UserPropertyPrecedenceTests : IDisposable
+{
+    private readonly string _dir = Path.Combine(Path.GetTempPath(), "ovpnas-prec-" + Guid.NewGuid().ToString("N"));
+    private readonly Ovpn.ControlPlane.Users.UserStore _users;
+
+    public UserPropertyPrecedenceTests()
+    {
+        _users = new Ovpn.ControlPlane.Users.UserStore(Ovpn.ControlPlane.Config.OvpnDatabase.Create(_dir));
+    }
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    [Fact]
+    public void UserBeatsGroupBeatsDefault()
+    {
+        _users.SetProperty("__DEFAULT__", "prop_deny", "true");
+        _users.SetProperty("__DEFAULT__", "prop_autologin", "true");
+        _users.SetProperty("staff", "type", "group");
+        _users.SetProperty("staff", "prop_deny", "false");
+        _users.SetProperty("alice", "conn_group", "staff");
+        _users.SetProperty("bob", "type", "user_connect");
+        _users.SetProperty("carol", "conn_group", "staff");
+        _users.SetProperty("carol", "prop_deny", "true");
+
+        Assert.Equal("false", _users.GetEffectiveProperty("alice", "prop_deny"));   // group over default
+        Assert.Equal("true", _users.GetEffectiveProperty("alice", "prop_autologin")); // default fills the rest
+        Assert.Equal("true", _users.GetEffectiveProperty("bob", "prop_deny"));      // no group: default
+        Assert.Equal("true", _users.GetEffectiveProperty("carol", "prop_deny"));    // user over group
+        Assert.Null(_users.GetEffectiveProperty("alice", "access_to.0"));
+        Assert.DoesNotContain("type", _users.GetEffectiveProperties("alice").Keys.Where(k => _users.GetProperty("alice", k) is null));
+    }
+
+    [Fact]
+    public void ARecordThatIsNotAGroupGivesNothing()
+    {
+        _users.SetProperty("notagroup", "prop_deny", "true");
+        _users.SetProperty("dave", "conn_group", "notagroup");
+        Assert.Null(_users.GetEffectiveProperty("dave", "prop_deny"));
+    }
+}
