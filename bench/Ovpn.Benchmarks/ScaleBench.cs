@@ -23,7 +23,7 @@ internal static class ScaleBench
     public static async Task<int> RunAsync(string[] args)
     {
         string? profilePath = null;
-        int clients = 100, concurrency = 64, timeoutS = 600;
+        int clients = 100, concurrency = 64, timeoutS = 600, blastPackets = 0, blastSize = 1400;
         int? serverPid = null;
         for (int i = 0; i + 1 < args.Length; i += 2)
         {
@@ -34,6 +34,8 @@ internal static class ScaleBench
                 case "--concurrency": concurrency = int.Parse(args[i + 1], CultureInfo.InvariantCulture); break;
                 case "--server-pid": serverPid = int.Parse(args[i + 1], CultureInfo.InvariantCulture); break;
                 case "--timeout": timeoutS = int.Parse(args[i + 1], CultureInfo.InvariantCulture); break;
+                case "--blast-packets": blastPackets = int.Parse(args[i + 1], CultureInfo.InvariantCulture); break;
+                case "--blast-size": blastSize = int.Parse(args[i + 1], CultureInfo.InvariantCulture); break;
                 default: Console.Error.WriteLine($"scale: unknown option {args[i]}"); return 1;
             }
         }
@@ -55,7 +57,7 @@ internal static class ScaleBench
         var remote = profile.Remotes[0];
         var ep = new IPEndPoint(IPAddress.Parse(remote.Host), remote.Port);
         long rssBefore = serverPid is { } p0 ? ReadRssKb(p0) : 0;
-        var live = new ConcurrentBag<(ClientConnection Conn, Socket Sock)>();
+        var live = new ConcurrentBag<(ClientConnection Conn, Socket Sock, IdlePath Path)>();
         using var gate = new SemaphoreSlim(concurrency);
         using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(timeoutS));
         var conns = new ConcurrentDictionary<ClientConnection, byte>();
@@ -78,7 +80,7 @@ internal static class ScaleBench
                 var sock = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
                 sock.Bind(new IPEndPoint(IPAddress.Any, 0));
                 var link = new UdpLinkTransport(sock, ep.Serialize());
-                var path = new IdlePath();
+                var path = new IdlePath(keepKeys: blastPackets > 0);
                 var conn = new ClientConnection(profile, remote, link, path);
                 conns[conn] = 0;
                 _ = ReceiveAsync(sock, conn, cts.Token);
@@ -87,7 +89,7 @@ internal static class ScaleBench
                 {
                     await path.Established.Task.WaitAsync(cts.Token).ConfigureAwait(false);
                     Interlocked.Increment(ref established);
-                    live.Add((conn, sock));
+                    live.Add((conn, sock, path));
                 }
                 catch (OperationCanceledException)
                 {
@@ -109,14 +111,82 @@ internal static class ScaleBench
             $"scale: clients={clients} established={established} failed={failed} seconds={seconds:F2} handshakes_per_s={established / seconds:F1} " +
             $"server_rss_before_kb={rssBefore} server_rss_after_kb={rssAfter} kb_per_peer={(established > 0 ? (rssAfter - rssBefore) / (double)established : 0):F1}"));
 
+        if (blastPackets > 0)
+        {
+            Blast(live.ToList(), ep, blastPackets, blastSize);
+        }
+
         await cts.CancelAsync().ConfigureAwait(false);
-        foreach (var (conn, sock) in live)
+        foreach (var (conn, sock, _) in live)
         {
             conn.PostStop(ClientExitKind.Stopped, "bench done");
             sock.Dispose();
         }
 
         return failed == 0 ? 0 : 2;
+    }
+
+    /// <summary>
+    /// Load generator: every connected client sends pre-sealed DATA_V2 packets (UDP to the server's
+    /// tunnel address, discard port) from its own socket, round-robin, as fast as sendto allows.
+    /// What the server forwards is read from its TUN counters by the calling script.
+    /// </summary>
+    private static void Blast(List<(ClientConnection Conn, Socket Sock, IdlePath Path)> peers, IPEndPoint server, int total, int size)
+    {
+        int perPeer = Math.Max(1, total / Math.Max(1, peers.Count));
+        var wires = new List<(Socket Sock, byte[][] Packets)>();
+        foreach (var (_, sock, path) in peers)
+        {
+            if (path.Key is not { } key || path.Config is not { } cfg)
+            {
+                continue;
+            }
+
+            using var codec = new Ovpn.Protocol.Data.AeadCodec(key.Cipher, key.Encrypt.CipherKey, key.Encrypt.NonceTail);
+            var ip = new byte[size];
+            ip[0] = 0x45;
+            System.Buffers.Binary.BinaryPrimitives.WriteUInt16BigEndian(ip.AsSpan(2), (ushort)size);
+            ip[8] = 64;
+            ip[9] = 17;
+            cfg.Address.GetAddressBytes().CopyTo(ip, 12);
+            var gw = cfg.Address.GetAddressBytes();
+            gw[3] = 1;
+            gw.CopyTo(ip, 16);
+            System.Buffers.Binary.BinaryPrimitives.WriteUInt16BigEndian(ip.AsSpan(20), 40000);
+            System.Buffers.Binary.BinaryPrimitives.WriteUInt16BigEndian(ip.AsSpan(22), 9);
+            System.Buffers.Binary.BinaryPrimitives.WriteUInt16BigEndian(ip.AsSpan(24), (ushort)(size - 20));
+            var packets = new byte[perPeer][];
+            for (int i = 0; i < perPeer; i++)
+            {
+                var w = new byte[size + 64];
+                int n = codec.SealDataV2(w, key.KeyId, cfg.PeerId ?? 0, (uint)(i + 1), ip);
+                packets[i] = w[..n];
+            }
+
+            wires.Add((sock, packets));
+        }
+
+        var sw = Stopwatch.StartNew();
+        long sent = 0;
+        for (int i = 0; i < perPeer; i++)
+        {
+            foreach (var (sock, packets) in wires)
+            {
+                try
+                {
+                    sock.SendTo(packets[i], server);
+                    sent++;
+                }
+                catch (SocketException)
+                {
+                }
+            }
+        }
+
+        double secs = sw.Elapsed.TotalSeconds;
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"blast: peers={wires.Count} sent={sent} size={size} seconds={secs:F3} offered_pps={sent / secs:F0}"));
+        Thread.Sleep(1500);
     }
 
     private static async Task ReceiveAsync(Socket sock, ClientConnection conn, CancellationToken ct)
@@ -153,12 +223,23 @@ internal static class ScaleBench
     }
 
     /// <summary>A client that only records that its data channel is up (no TUN, no traffic).</summary>
-    private sealed class IdlePath : IClientDataPath
+    private sealed class IdlePath(bool keepKeys) : IClientDataPath
     {
         public TaskCompletionSource Established { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
+        public KeyConfig? Key { get; private set; }
+
+        public PushedConfig? Config { get; private set; }
+
         public void Establish(PushedConfig config, KeyConfig firstKey)
         {
+            if (keepKeys)
+            {
+                // The load generator seals with these (copies: the originals are wiped).
+                Key = firstKey with { Encrypt = new KeyDirection((byte[])firstKey.Encrypt.CipherKey.Clone(), (byte[])firstKey.Encrypt.NonceTail.Clone()) };
+                Config = config;
+            }
+
             firstKey.Encrypt.Clear();
             firstKey.Decrypt.Clear();
             Established.TrySetResult();

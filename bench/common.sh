@@ -1,0 +1,85 @@
+# SPDX-License-Identifier: MIT
+# Shared set-up for bench/scale.sh and bench/forward.sh (sourced, not run): two namespaces joined by a
+# veth pair (10.202.0.0/24, nothing leaves them), Release builds of ovpnas and the benchmark tool, a
+# throwaway PKI and config for the stock openvpn server (every simulated client shares one
+# certificate, hence duplicate-cn), and a matching client profile. Cleans up on exit.
+here=$(cd "$(dirname "$0")" && pwd); root=$(cd "$here/.." && pwd)
+S=scb$$s; C=scb$$c; W=$(mktemp -d /tmp/scalebench.XXXX)
+SRV_IP=10.202.0.1; CLI_IP=10.202.0.2
+export OVPN_ARTIFACTS=${OVPN_ARTIFACTS:-/tmp/art-bench}
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]:-}"; do [[ -n "$p" ]] && kill "$p" 2>/dev/null || true; done
+  sleep 1
+  for p in "${PIDS[@]:-}"; do [[ -n "$p" ]] && kill -9 "$p" 2>/dev/null || true; done
+  ip netns del "$S" 2>/dev/null || true; ip netns del "$C" 2>/dev/null || true
+  rm -rf "$W"
+}
+trap cleanup EXIT
+ip netns add "$S"; ip netns add "$C"
+ip link add "s$$s" type veth peer name "s$$c"
+ip link set "s$$s" netns "$S"; ip link set "s$$c" netns "$C"
+ip -n "$S" addr add $SRV_IP/24 dev "s$$s"; ip -n "$C" addr add $CLI_IP/24 dev "s$$c"
+for n in "$S" "$C"; do ip -n "$n" link set lo up; done
+ip -n "$S" link set "s$$s" up; ip -n "$C" link set "s$$c" up
+
+dotnet build -c Release "$root/src/Ovpn.Cli" >/dev/null
+dotnet build -c Release "$root/bench/Ovpn.Benchmarks" >/dev/null
+OVPNAS=$(find "$OVPN_ARTIFACTS/bin/Ovpn.Cli" -path '*release*' -name ovpnas.dll | head -1)
+BENCH=$(find "$OVPN_ARTIFACTS/bin/Ovpn.Benchmarks" -path '*release*' -name Ovpn.Benchmarks.dll | head -1)
+ovpnas() { dotnet "$OVPNAS" "$@"; }
+wait_log() { for _ in $(seq 1 $(( $3 * 5 ))); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.2; done; return 1; }
+
+# ---- PKI for the stock server (throwaway): every simulated client shares one certificate ----
+P=$W/pki; mkdir -p "$P"
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=scale-ca -keyout "$P/ca.key" -out "$P/ca.crt" 2>/dev/null
+for who in server client; do
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=$who" -keyout "$P/$who.key" -out "$P/$who.csr" 2>/dev/null
+  ext=$W/$who.ext
+  if [[ $who == server ]]; then printf 'extendedKeyUsage=serverAuth\nkeyUsage=digitalSignature,keyEncipherment\n' >"$ext"; else echo "extendedKeyUsage=clientAuth" >"$ext"; fi
+  openssl x509 -req -in "$P/$who.csr" -CA "$P/ca.crt" -CAkey "$P/ca.key" -CAcreateserial -days 2 -extfile "$ext" -out "$P/$who.crt" 2>/dev/null
+done
+openvpn --genkey secret "$P/tc.key" >/dev/null
+cat >"$W/stock-server.conf" <<CONF
+dev tun
+proto udp
+port 1194
+local $SRV_IP
+server 10.8.0.0 255.255.0.0
+topology subnet
+max-clients 10000
+duplicate-cn
+ca $P/ca.crt
+cert $P/server.crt
+key $P/server.key
+dh none
+tls-crypt $P/tc.key
+data-ciphers AES-256-GCM
+keepalive 10 120
+verb 1
+CONF
+{
+  echo "client"; echo "dev tun"; echo "remote $SRV_IP 1194 udp"; echo "nobind"; echo "remote-cert-tls server"
+  echo "data-ciphers AES-256-GCM"
+  echo "<ca>"; cat "$P/ca.crt"; echo "</ca>"; echo "<cert>"; cat "$P/client.crt"; echo "</cert>"
+  echo "<key>"; cat "$P/client.key"; echo "</key>"; echo "<tls-crypt>"; cat "$P/tc.key"; echo "</tls-crypt>"
+} >"$W/stock.ovpn"
+
+
+# tun_rx NS: packets all TUN devices in the namespace received from their process (what a VPN server
+# forwarded into the kernel).
+tun_rx() { ip netns exec "$1" sh -c 'for d in /sys/class/net/*; do n=${d##*/}; case $n in tun*|as0t*) cat "$d/statistics/rx_packets";; esac; done' | awk '{s+=$1} END {print s+0}'; }
+
+# start_ovpnas DIR OFFLOAD(true|false): init a data dir with user "scale" and a UDP profile in $W/ovpnas-udp.ovpn, start the server; sets SPID.
+start_ovpnas() {
+  local D=$1
+  ovpnas init --data-dir "$D" --hostname $SRV_IP >/dev/null
+  ovpnas user add scale --data-dir "$D" >/dev/null
+  ovpnas sacli --data-dir "$D" -k vpn.daemon.0.client.netmask_bits -v 16 ConfigPut >/dev/null
+  ovpnas sacli --data-dir "$D" -k vpn.server.daemon.ovpndco -v "$2" ConfigPut >/dev/null
+  ovpnas sacli --data-dir "$D" -k vpn.server.ping_restart -v 120 ConfigPut >/dev/null
+  ovpnas profile scale --data-dir "$D" --out "$W/ovpnas.ovpn" >/dev/null
+  grep -v '^remote ' "$W/ovpnas.ovpn" > "$W/ovpnas-udp.ovpn"; echo "remote $SRV_IP 1194 udp" >> "$W/ovpnas-udp.ovpn"
+  ip netns exec "$S" env OVPNAS_LOG_LEVEL=Warning OVPNAS_ADMIN=off dotnet "$OVPNAS" serve --data-dir "$D" >"$W/ovpnas-$2.log" 2>&1 & SPID=$!; PIDS+=("$SPID")
+  sleep 4
+}
