@@ -197,7 +197,7 @@ public sealed class ClientConnection
             if (_ccExit && _primaryKeyId >= 0 && _keys[_primaryKeyId] is { } k)
             {
                 SendControlMessage(k, "EXIT");
-                k.WriteChain.ContinueWith(_ => Post(() => tcs.TrySetResult()), TaskScheduler.Default);
+                k.Out.WriteChain.ContinueWith(_ => Post(() => tcs.TrySetResult()), TaskScheduler.Default);
             }
             else
             {
@@ -355,7 +355,7 @@ public sealed class ClientConnection
 
         k.Stream = new ControlChannelStream(bytes =>
         {
-            k.PendingOut.Enqueue(bytes);
+            k.Out.Enqueue(bytes);
             Post(() => PumpTlsOutput(k));
         });
         k.Rel.Queue(ownReset, ReadOnlyMemory<byte>.Empty);
@@ -465,37 +465,9 @@ public sealed class ClientConnection
 
     private static void PumpTlsOutput(KeyCtx k)
     {
-        if (k.Disposed)
+        if (!k.Disposed)
         {
-            return;
-        }
-
-        while (k.Rel.CanQueue && k.PendingOut.TryPeek(out var first))
-        {
-            if (k.PendingOffset == 0 && first.Length <= TlsPayloadPerPacket && k.PendingOut.Count > 1)
-            {
-                var merged = new List<byte>(TlsPayloadPerPacket);
-                while (k.PendingOut.TryPeek(out var next) && merged.Count + next.Length <= TlsPayloadPerPacket)
-                {
-                    k.PendingOut.TryDequeue(out _);
-                    merged.AddRange(next);
-                }
-
-                if (merged.Count > 0)
-                {
-                    k.Rel.Queue(Opcode.ControlV1, merged.ToArray());
-                    continue;
-                }
-            }
-
-            int n = Math.Min(TlsPayloadPerPacket, first.Length - k.PendingOffset);
-            k.Rel.Queue(Opcode.ControlV1, first.AsMemory(k.PendingOffset, n));
-            k.PendingOffset += n;
-            if (k.PendingOffset >= first.Length)
-            {
-                k.PendingOut.TryDequeue(out _);
-                k.PendingOffset = 0;
-            }
+            k.Out.Pump(k.Rel);
         }
     }
 
@@ -754,25 +726,10 @@ public sealed class ClientConnection
 
     private static void SendPlaintext(KeyCtx k, byte[] plaintext)
     {
-        var ssl = k.Ssl;
-        if (ssl is null || k.Disposed)
+        if (k.Ssl is { } ssl && !k.Disposed)
         {
-            return;
+            k.Out.Write(ssl, plaintext);
         }
-
-        // One TLS record per message; writes are chained so SslStream never sees two at once.
-        k.WriteChain = k.WriteChain.ContinueWith(
-            async _ =>
-            {
-                try
-                {
-                    await ssl.WriteAsync(plaintext).ConfigureAwait(false);
-                }
-                catch (Exception e) when (e is IOException or ObjectDisposedException or InvalidOperationException)
-                {
-                }
-            },
-            CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default).Unwrap();
     }
 
     // ---------------------------------------------------------------- timers
@@ -907,11 +864,9 @@ public sealed class ClientConnection
         public readonly int KeyId = keyId;
         public readonly ReliableLayer Rel = rel;
         public long StartedMs = startedMs;
-        public readonly System.Collections.Concurrent.ConcurrentQueue<byte[]> PendingOut = new();
+        public readonly TlsOutbox Out = new(TlsPayloadPerPacket);
         public ControlChannelStream Stream = null!;
         public SslStream? Ssl;
-        public Task WriteChain = Task.CompletedTask;
-        public int PendingOffset;
         public KeyMethod2Message? Own;
         public KeyMethod2Message? ServerKey;
         public bool PushPhase;

@@ -251,7 +251,7 @@ public sealed class ServerSession
         k.Rel.PeerSessionId = PeerSessionId;
         k.Stream = new ControlChannelStream(bytes =>
         {
-            k.PendingOut.Enqueue(bytes);
+            k.Out.Enqueue(bytes);
             Post(() => PumpTlsOutput(k));
         });
         k.Rel.Queue(ownReset, ReadOnlyMemory<byte>.Empty);
@@ -369,38 +369,9 @@ public sealed class ServerSession
     /// <summary>Moves TLS ciphertext into the reliability layer while its send window has room.</summary>
     private static void PumpTlsOutput(KeyCtx k)
     {
-        if (k.Disposed)
+        if (!k.Disposed)
         {
-            return;
-        }
-
-        while (k.Rel.CanQueue && k.PendingOut.TryPeek(out var first))
-        {
-            // Coalesce small TLS writes, then cut into packet-sized pieces.
-            if (k.PendingOffset == 0 && first.Length <= TlsPayloadPerPacket && k.PendingOut.Count > 1)
-            {
-                var merged = new List<byte>(TlsPayloadPerPacket);
-                while (k.PendingOut.TryPeek(out var next) && merged.Count + next.Length <= TlsPayloadPerPacket)
-                {
-                    k.PendingOut.TryDequeue(out _);
-                    merged.AddRange(next);
-                }
-
-                if (merged.Count > 0)
-                {
-                    k.Rel.Queue(Opcode.ControlV1, merged.ToArray());
-                    continue;
-                }
-            }
-
-            int n = Math.Min(TlsPayloadPerPacket, first.Length - k.PendingOffset);
-            k.Rel.Queue(Opcode.ControlV1, first.AsMemory(k.PendingOffset, n));
-            k.PendingOffset += n;
-            if (k.PendingOffset >= first.Length)
-            {
-                k.PendingOut.TryDequeue(out _);
-                k.PendingOffset = 0;
-            }
+            k.Out.Pump(k.Rel);
         }
     }
 
@@ -735,26 +706,10 @@ public sealed class ServerSession
 
     private void SendPlaintext(KeyCtx k, byte[] plaintext)
     {
-        var ssl = k.Ssl;
-        if (ssl is null || k.Disposed)
+        if (k.Ssl is { } ssl && !k.Disposed)
         {
-            return;
+            k.Out.Write(ssl, plaintext);
         }
-
-        // One TLS record per message (OpenVPN reads a record as one message). Writes are chained so
-        // that SslStream never sees two concurrent writes.
-        k.WriteChain = k.WriteChain.ContinueWith(
-            async _ =>
-            {
-                try
-                {
-                    await ssl.WriteAsync(plaintext).ConfigureAwait(false);
-                }
-                catch (Exception e) when (e is IOException or ObjectDisposedException or InvalidOperationException)
-                {
-                }
-            },
-            CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default).Unwrap();
     }
 
     // ---------------------------------------------------------------- timers
@@ -858,7 +813,7 @@ public sealed class ServerSession
         {
             SendControlMessage(k, notifyMessage);
             // Best effort: give the TLS write a moment to reach the reliability layer, then send.
-            k.WriteChain.Wait(200);
+            k.Out.WriteChain.Wait(200);
             PumpTlsOutput(k);
             Flush();
         }
@@ -901,7 +856,7 @@ public sealed class ServerSession
             if (_latestKeyId >= 0 && _keys[_latestKeyId] is { Ssl: not null } k && Authenticated)
             {
                 SendControlMessage(k, message);
-                k.WriteChain.ContinueWith(_ => Post(() => done.TrySetResult()), TaskScheduler.Default);
+                k.Out.WriteChain.ContinueWith(_ => Post(() => done.TrySetResult()), TaskScheduler.Default);
             }
             else
             {
@@ -916,11 +871,9 @@ public sealed class ServerSession
         public readonly int KeyId = keyId;
         public readonly ReliableLayer Rel = rel;
         public readonly long StartedMs = startedMs;
-        public readonly System.Collections.Concurrent.ConcurrentQueue<byte[]> PendingOut = new();
+        public readonly TlsOutbox Out = new(TlsPayloadPerPacket);
         public ControlChannelStream Stream = null!;
         public SslStream? Ssl;
-        public Task WriteChain = Task.CompletedTask;
-        public int PendingOffset;
         public bool GotClientKey;
         public bool DataKeysReady;
         public bool SwapPending;
