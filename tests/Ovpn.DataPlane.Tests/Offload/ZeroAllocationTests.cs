@@ -158,8 +158,11 @@ public sealed class ZeroAllocationTests(ITestOutputHelper output)
             best = Math.Min(best, after - before);
         }
 
-        // The budget is well under one byte per packet (40000 packets per window).
-        Assert.True(best < 16 * 1024, $"allocated {best} bytes over {2 * measured} packets");
+        // GC.GetTotalAllocatedBytes counts every thread of the test host (runner, thread pool), so a
+        // few KiB per window is background noise (17.8 KiB was seen in CI). One allocated object per
+        // packet, the smallest real leak, would be >= 24 B x 40000 = ~940 KiB: the budget sits far
+        // below that and far above the noise.
+        Assert.True(best < 128 * 1024, $"allocated {best} bytes over {2 * measured} packets");
         Assert.Empty(dp.GetPeer(1)!.Drops);
         sock.Dispose();
     }
