@@ -12,6 +12,11 @@ public static class Program
             return LoadGen.Run(args[1..]);
         }
 
+        if (args.Length > 0 && args[0] == "udpgso")
+        {
+            return UdpGsoBench.Run(args[1..]);
+        }
+
         if (args.Length > 0 && args[0] == "scale")
         {
             return ScaleBench.RunAsync(args[1..]).GetAwaiter().GetResult();
