@@ -298,29 +298,50 @@ public sealed class UdpGsoGroTests(ITestOutputHelper output) : IDisposable
     }
 
     [Fact]
-    public void Refused_gso_send_falls_back_once_and_loses_nothing()
+    public void Refused_gso_sends_fall_back_without_loss_and_switch_gso_off_after_repeated_refusals()
     {
         var rx = Bound();
         var txSock = Bound();
-        // SO_NO_CHECK (SOL_SOCKET 11): the kernel refuses UDP_SEGMENT without checksums (EINVAL),
-        // which stands in for a device without checksum offload.
+        // SO_NO_CHECK (SOL_SOCKET 11): the kernel refuses every UDP_SEGMENT send without checksums
+        // (EINVAL, the same errno as a segment above the path MTU).
         txSock.SetRawSocketOption(1, 11, BitConverter.GetBytes(1));
         var tx = Batch(txSock, gso: true, gro: false);
         Assert.True(tx.GsoEnabled);
-        var first = Enumerable.Range(0, 3).Select(i => Payload(i, 50)).Concat(Enumerable.Range(3, 10).Select(i => Payload(i, 400))).ToList();
-        var bufs = Buffers(first.Select(p => (p, rx)));
+        var all = new List<byte[]>();
+        int seq = 0;
+        int SendRun(int n, int len, int tailLen = 0)
+        {
+            var run = Enumerable.Range(0, n).Select(_ => Payload(seq++, len)).ToList();
+            if (tailLen > 0)
+            {
+                run.Add(Payload(seq++, tailLen));
+            }
 
-        Assert.Equal(bufs.Length, tx.SendBatch(bufs, bufs.Length));
-        Assert.False(tx.GsoEnabled);
+            all.AddRange(run);
+            var bufs = Buffers(run.Select(p => (p, rx)));
+            return tx.SendBatch(bufs, bufs.Length);
+        }
+
+        // First refusal at 50-byte segments: that run and the (larger) 400-byte run go plain.
+        var first = Enumerable.Range(0, 3).Select(_ => Payload(seq++, 50)).Concat(Enumerable.Range(0, 10).Select(_ => Payload(seq++, 400))).ToList();
+        all.AddRange(first);
+        var b1 = Buffers(first.Select(p => (p, rx)));
+        Assert.Equal(b1.Length, tx.SendBatch(b1, b1.Length));
+        Assert.True(tx.GsoEnabled);
+        Assert.Equal(49, tx.GsoMaxSegment);
         Assert.NotNull(tx.GsoFallbackReason);
-        var second = Enumerable.Range(13, 10).Select(i => Payload(i, 400)).ToList();
-        var bufs2 = Buffers(second.Select(p => (p, rx)));
-        Assert.Equal(bufs2.Length, tx.SendBatch(bufs2, bufs2.Length));
+        Assert.Equal(1, tx.Counters.GsoFallbacks);
 
-        Assert.Equal(first.Concat(second).ToList(), ReceivePlain(rx, first.Count + second.Count));
+        Assert.Equal(11, SendRun(10, 40, 7));  // refusal 2
+        Assert.Equal(10, SendRun(10, 30));     // refusal 3
+        Assert.Equal(10, SendRun(10, 20));     // refusal 4: GSO off
+        Assert.False(tx.GsoEnabled);
+        Assert.Equal(10, SendRun(10, 10));     // plain from the start, no further refusal
+
+        Assert.Equal(all, ReceivePlain(rx, all.Count));
         var c = tx.Counters;
-        Assert.Equal(1, c.GsoFallbacks);
+        Assert.Equal(UdpBatchSocket.MaxGsoRefusals, c.GsoFallbacks);
         Assert.Equal(0, c.GsoMessages);
-        Assert.Equal(first.Count + second.Count, c.DatagramsSent);
+        Assert.Equal(all.Count, c.DatagramsSent);
     }
 }

@@ -23,9 +23,12 @@ namespace Ovpn.Platform.Net;
 /// lengths (the last may be shorter) become one message whose iovecs point at the buffers (a
 /// gather, no copy) plus a UDP_SEGMENT cmsg; the kernel cuts it back into datagrams as late as
 /// possible (on loopback or a GSO-capable NIC not at all until the wire). Several such messages and
-/// plain singles still go out in one sendmmsg. A GSO message the kernel refuses (EIO: device
-/// without checksum offload; EINVAL/EMSGSIZE: segment above the path MTU) switches GSO off for this
-/// socket once (<see cref="GsoFallbackReason"/>) and the same datagrams are resent one by one.</item>
+/// plain singles still go out in one sendmmsg. A GSO message the kernel refuses is resent as plain
+/// datagrams in the same call (nothing is lost) and remembered: EINVAL/EMSGSIZE mostly mean the
+/// segment is above the path MTU (datagrams the kernel would fragment, e.g. OpenVPN's default
+/// 1500-byte tun MTU on a 1500-byte link), so only runs of that size or larger go plain from then
+/// on (<see cref="GsoMaxSegment"/>); EIO (device without checksum offload, IPsec route) or
+/// <see cref="MaxGsoRefusals"/> refusals switch GSO off for the socket (<see cref="GsoFallbackReason"/>).</item>
 /// <item><b>Receive (GRO, UDP_GRO)</b>: the kernel may hand one message holding several datagrams
 /// of one sender, all of the segment size from the UDP_GRO cmsg except a shorter last one. Such a
 /// message can be up to 64 KiB, more than a PacketBuffer holds, so with GRO on recvmmsg goes into
@@ -44,6 +47,9 @@ public sealed unsafe class UdpBatchSocket : IBatchDatagramSocket
 
     /// <summary>Default number of GRO receive areas (1 MiB per socket).</summary>
     public const int DefaultGroBuffers = 16;
+
+    /// <summary>Refusals (EINVAL/EMSGSIZE at ever smaller segment sizes) after which GSO is off.</summary>
+    public const int MaxGsoRefusals = 4;
 
     private const int SockaddrMax = 28;
     private const int MaxSendBatch = 128;
@@ -78,7 +84,9 @@ public sealed unsafe class UdpBatchSocket : IBatchDatagramSocket
     private int _pendMsg;
     private int _pendOff;
 
-    private int _gso; // 1 while GSO is used; flips to 0 once, on the first refused GSO send
+    private int _gso; // 1 while GSO is used; flips to 0 once (EIO, or too many refusals)
+    private int _gsoMaxSegment = MaxGsoBytes; // runs with larger datagrams go out one by one
+    private int _gsoRefusals;
     private string? _gsoFallbackReason;
     private int _disposed;
 
@@ -170,7 +178,10 @@ public sealed unsafe class UdpBatchSocket : IBatchDatagramSocket
     /// <summary>The socket has UDP_GRO on and receives through the coalescing path.</summary>
     public bool GroEnabled => _gro;
 
-    /// <summary>Why GSO is off although it was requested (null while on or not requested).</summary>
+    /// <summary>Largest segment size still sent with GSO (lowered below a size the kernel refused).</summary>
+    public int GsoMaxSegment => Volatile.Read(ref _gsoMaxSegment);
+
+    /// <summary>Why GSO is off or limited although it was requested (null while on or not requested).</summary>
     public string? GsoFallbackReason => Volatile.Read(ref _gsoFallbackReason);
 
     /// <summary>Counters since construction (receive fields are exact only when read from the
@@ -463,7 +474,7 @@ public sealed unsafe class UdpBatchSocket : IBatchDatagramSocket
             while (done < count)
             {
                 int chunk = Math.Min(count - done, MaxSendBatch);
-                int msgs = BuildMessages(buffers, done, chunk, GsoEnabled, hdrs, iov, names, ctrl, dgrams);
+                int msgs = BuildMessages(buffers, done, chunk, GsoEnabled ? GsoMaxSegment : 0, hdrs, iov, names, ctrl, dgrams);
                 int m = 0;
                 int stalls = 0;
                 while (m < msgs)
@@ -496,9 +507,9 @@ public sealed unsafe class UdpBatchSocket : IBatchDatagramSocket
 
                     if (hdrs[m].Hdr.ControlLen != 0 && errno is NetInterop.EIO or NetInterop.EINVAL or NetInterop.EMSGSIZE)
                     {
-                        // Nothing of this message went out: switch GSO off and rebuild the rest
-                        // of the batch from here as plain messages.
-                        DisableGso(errno);
+                        // Nothing of this message went out: remember the refusal and rebuild the
+                        // rest of the batch from here (this run then goes out plain).
+                        GsoRefused(errno, (int)hdrs[m].Hdr.Iov[0].Len);
                         break;
                     }
 
@@ -534,13 +545,14 @@ public sealed unsafe class UdpBatchSocket : IBatchDatagramSocket
     }
 
     /// <summary>
-    /// Turns buffers[start..start+chunk) into messages: with <paramref name="gso"/>, a run of
+    /// Turns buffers[start..start+chunk) into messages: for segment sizes up to
+    /// <paramref name="gsoMaxSegment"/> (0: no GSO), a run of
     /// buffers to one address with equal lengths (the last may be shorter; at most
     /// UDP_MAX_SEGMENTS and 65507 bytes) is one message with one iovec per buffer and a
     /// UDP_SEGMENT cmsg; everything else is a plain one-datagram message. Returns the message
     /// count; <paramref name="dgrams"/>[m] says how many datagrams message m carries.
     /// </summary>
-    private static int BuildMessages(PacketBuffer[] buffers, int start, int chunk, bool gso,
+    private static int BuildMessages(PacketBuffer[] buffers, int start, int chunk, int gsoMaxSegment,
         MMsgHdr* hdrs, IoVec* iov, byte* names, byte* ctrl, int* dgrams)
     {
         int msgs = 0;
@@ -551,7 +563,7 @@ public sealed unsafe class UdpBatchSocket : IBatchDatagramSocket
             var first = buffers[i];
             int seg = first.Length;
             int j = i + 1;
-            if (gso && seg > 0)
+            if (seg > 0 && seg <= gsoMaxSegment)
             {
                 var a = first.Address;
                 var aBytes = a.Buffer.Span[..a.Size];
@@ -621,15 +633,36 @@ public sealed unsafe class UdpBatchSocket : IBatchDatagramSocket
         return msgs;
     }
 
-    private void DisableGso(int errno)
+    /// <summary>The kernel refused a GSO message with segment size <paramref name="seg"/>.</summary>
+    private void GsoRefused(int errno, int seg)
     {
-        if (Interlocked.Exchange(ref _gso, 0) == 1)
+        Interlocked.Increment(ref _gsoFallbacks);
+        int refusals = Interlocked.Increment(ref _gsoRefusals);
+        string reason;
+        if (errno == NetInterop.EIO || refusals >= MaxGsoRefusals)
         {
-            Interlocked.Increment(ref _gsoFallbacks);
-            string reason = $"kernel refused a UDP_SEGMENT send (errno {errno}); sending datagrams one by one";
-            Volatile.Write(ref _gsoFallbackReason, reason);
-            Trace.TraceWarning("UdpBatchSocket: " + reason);
+            if (Interlocked.Exchange(ref _gso, 0) == 0)
+            {
+                return; // another sender got there first
+            }
+
+            reason = $"kernel refused UDP_SEGMENT sends (errno {errno}, {refusals} time(s)); GSO off, datagrams go one by one";
         }
+        else
+        {
+            int cur;
+            do
+            {
+                cur = Volatile.Read(ref _gsoMaxSegment);
+            }
+            while (seg - 1 < cur && Interlocked.CompareExchange(ref _gsoMaxSegment, seg - 1, cur) != cur);
+
+            reason = $"kernel refused a UDP_SEGMENT send of {seg}-byte segments (errno {errno}, likely above the path MTU); larger runs go one by one";
+        }
+
+        // Logged once per refusal, and refusals are bounded (MaxGsoRefusals), so no log flood.
+        Volatile.Write(ref _gsoFallbackReason, reason);
+        Trace.TraceWarning("UdpBatchSocket: " + reason);
     }
 
     private void AddSendCounters(long sent, long syscalls, long gsoMsgs, long gsoDgrams)
