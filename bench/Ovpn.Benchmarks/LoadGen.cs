@@ -22,6 +22,9 @@ namespace Ovpn.Benchmarks;
 /// receive thread, ReceiveFrom + OnLinkPacket) and the offload engine (recvmmsg, workers).
 /// Usage: dotnet Ovpn.Benchmarks.dll loadgen [--engine offload|managed|both] [--peers 64]
 ///        [--packets 300000] [--size 1400] [--senders 1] [--workers N] [--cipher bcl|openssl]
+///        [--udp-offload on|off|both]
+/// --udp-offload: UDP GSO in the generator's sendmmsg and UDP GRO on the engine's socket (the
+/// UdpBatchSocket defaults are on); "both" runs each engine with it off, then on.
 /// </summary>
 public static class LoadGen
 {
@@ -36,18 +39,41 @@ public static class LoadGen
         int workers = int.Parse(Arg(args, "--workers", Environment.ProcessorCount.ToString()));
         string cipher = Arg(args, "--cipher", OpenSslPacketAeadFactory.IsAvailable ? "openssl" : "bcl");
         int packets = int.Parse(Arg(args, "--packets", "300000"));
+        string udpOffload = Arg(args, "--udp-offload", "on");
+        bool[] offloadModes = udpOffload switch
+        {
+            "on" => [true],
+            "off" => [false],
+            "both" => [false, true],
+            _ => throw new ArgumentException("--udp-offload on|off|both"),
+        };
         Console.WriteLine($"loadgen: {peers} peers, {size} B IP packets, {packets} pre-sealed packets blasted by {senders} sender thread(s), {Environment.ProcessorCount} cores, loopback");
         Console.WriteLine($"{"engine",-34} {"offered pps",12} {"to-TUN pps",12} {"Gbit/s",8} {"delivered",10} {"cpu s",7}");
         var results = new List<(string, double)>();
-        foreach (var e in engine == "both" ? new[] { "managed", "offload" } : [engine])
+        foreach (bool udpOff in offloadModes)
         {
-            var (label, pps) = RunOne(e, peers, packets, size, senders, workers, cipher);
-            results.Add((label, pps));
+            foreach (var e in engine == "both" ? new[] { "managed", "offload" } : [engine])
+            {
+                var (label, pps) = RunOne(e, peers, packets, size, senders, workers, cipher, udpOff);
+                results.Add((label, pps));
+            }
         }
 
-        if (results.Count == 2 && results[0].Item2 > 0)
+        if (offloadModes.Length == 1 && results.Count == 2 && results[0].Item2 > 0)
         {
             Console.WriteLine($"offload / managed forwarding ratio: {results[1].Item2 / results[0].Item2:F2}x");
+        }
+
+        if (offloadModes.Length == 2)
+        {
+            int per = results.Count / 2;
+            for (int i = 0; i < per; i++)
+            {
+                if (results[i].Item2 > 0)
+                {
+                    Console.WriteLine($"{results[per + i].Item1}: GSO/GRO on / off forwarding ratio: {results[per + i].Item2 / results[i].Item2:F2}x");
+                }
+            }
         }
 
         return 0;
@@ -59,7 +85,7 @@ public static class LoadGen
         return i >= 0 && i + 1 < a.Length ? a[i + 1] : def;
     }
 
-    private static (string, double) RunOne(string engine, int peerCount, int packets, int size, int senderCount, int workers, string cipher)
+    private static (string, double) RunOne(string engine, int peerCount, int packets, int size, int senderCount, int workers, string cipher, bool udpOffload)
     {
         using var server = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
         server.ReceiveBufferSize = 16 << 20;
@@ -75,7 +101,7 @@ public static class LoadGen
         using var stop = new CancellationTokenSource();
         if (engine == "offload")
         {
-            batch = new UdpBatchSocket(server);
+            batch = new UdpBatchSocket(server, gso: udpOffload, gro: udpOffload);
             var o = new OffloadOptions
             {
                 Workers = workers,
@@ -85,14 +111,14 @@ public static class LoadGen
             var off = new OffloadDataPlane([batch], [tun], events, o);
             off.Start();
             dp = off;
-            label = $"offload ({workers} workers, {off.CipherImplementation})";
+            label = $"offload ({workers} workers, {off.CipherImplementation}{(batch.GroEnabled ? ", gro" : "")})";
         }
         else
         {
             var m = new ManagedDataPlane(tun, events);
             m.Start();
             dp = m;
-            label = "managed (1 receive thread, bcl)";
+            label = "managed (1 receive thread, bcl)" + (udpOffload ? ", gso gen" : "");
             var links = new ConcurrentDictionary<SocketAddress, UdpLinkTransport>();
             managedReader = new Thread(() =>
             {
@@ -177,7 +203,7 @@ public static class LoadGen
             int si = s;
             threads[s] = new Thread(() =>
             {
-                Blast(senderSockets[si], work[si], ref offered);
+                Blast(senderSockets[si], work[si], udpOffload, ref offered);
                 Interlocked.Exchange(ref sendTicks, sw.ElapsedTicks);
             })
             { IsBackground = true };
@@ -262,9 +288,9 @@ public static class LoadGen
         return list;
     }
 
-    private static void Blast(Socket sock, PacketBuffer[] packets, ref long offered)
+    private static void Blast(Socket sock, PacketBuffer[] packets, bool gso, ref long offered)
     {
-        using var bs = new UdpBatchSocket(sock, 64);
+        using var bs = new UdpBatchSocket(sock, 64, gso: gso, gro: false);
         var batch = new PacketBuffer[32];
         for (int i = 0; i < packets.Length; i += batch.Length)
         {
