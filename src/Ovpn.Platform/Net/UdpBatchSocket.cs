@@ -22,8 +22,10 @@ namespace Ovpn.Platform.Net;
 /// <item><b>Send (GSO, UDP_SEGMENT)</b>: runs of consecutive buffers to the same address with equal
 /// lengths (the last may be shorter) become one message whose iovecs point at the buffers (a
 /// gather, no copy) plus a UDP_SEGMENT cmsg; the kernel cuts it back into datagrams as late as
-/// possible (on loopback or a GSO-capable NIC not at all until the wire). Several such messages and
-/// plain singles still go out in one sendmmsg. A GSO message the kernel refuses is resent as plain
+/// possible (in the NIC with UDP segmentation offload, else just before the driver; on loopback at
+/// the receiving socket unless it has GRO on). The gather needs no per-socket send area, so
+/// concurrent senders stay independent. Several such messages and plain singles still go out in one
+/// sendmmsg. A GSO message the kernel refuses is resent as plain
 /// datagrams in the same call (nothing is lost) and remembered: EINVAL/EMSGSIZE mostly mean the
 /// segment is above the path MTU (datagrams the kernel would fragment, e.g. OpenVPN's default
 /// 1500-byte tun MTU on a 1500-byte link), so only runs of that size or larger go plain from then
