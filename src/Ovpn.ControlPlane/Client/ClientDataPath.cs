@@ -162,7 +162,7 @@ public sealed class ManagedClientDataPlane : IClientDataPlane
 
     public IDataPlane Engine => _dp;
 
-    public string Description => $"{_dp.EngineName} (userspace, single-threaded)";
+    public string Description => $"{_dp.EngineName} (managed engine, single-threaded)";
 
     public string Reason { get; }
 

@@ -476,7 +476,7 @@ public sealed class VpnClient : IClientDataPath
             Log.Debug("client", $"pushed: {o}");
         }
 
-        Log.Info("client", dp.Description.StartsWith("ovpnas-managed", StringComparison.Ordinal)
+        Log.Info("client", dp is ManagedClientDataPlane
             ? $"data channel: {dp.Description}; {dp.Reason}"
             : $"data channel offload: {dp.Description}; {dp.Reason}");
         Log.Info("client", $"TUN {dp.TunName} up: {config.Address}/{config.PrefixLength}" +
