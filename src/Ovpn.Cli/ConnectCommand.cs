@@ -186,7 +186,22 @@ public static class ConnectCommand
                 return new ManagedClientDataPlane(_tuns, r, reason);
             }
 
-            return new OffloadClientDataPlane(r, reason);
+            if (mode != ClientDcoMode.Auto)
+            {
+                return new OffloadClientDataPlane(r, reason);
+            }
+
+            try
+            {
+                return new OffloadClientDataPlane(r, reason);
+            }
+            catch (Exception e) when (e is Platform.PlatformException or IOException or InvalidOperationException or NotSupportedException
+                or UnauthorizedAccessException or DllNotFoundException)
+            {
+                // auto must still connect: the managed engine needs only a plain TUN device.
+                Log.Warn("client", $"userspace offload could not start ({e.Message}); using the managed engine");
+                return new ManagedClientDataPlane(_tuns, r, $"auto: offload engine failed to start: {e.Message}");
+            }
         }
     }
 
