@@ -144,6 +144,7 @@ public sealed class OffloadClientTests
         string line = await rig.ConnectAsync("userspace");
         Assert.Contains("data channel offload: ovpnas-offload (userspace, 2 TUN queues", line, StringComparison.Ordinal);
         Assert.Contains("--dco userspace", line, StringComparison.Ordinal);
+        Assert.Equal(!tcp, rig.Client!.Lines.Any(l => l.Contains("UDP socket handed over", StringComparison.Ordinal)));
         // The server carries this client in its offload engine too.
         await rig.Server.WaitForLineAsync(new Regex("alice/.*data path offload"), TimeSpan.FromSeconds(10));
 
@@ -218,6 +219,7 @@ public sealed class OffloadClientTests
         string line = await rig.ConnectAsync("off");
         Assert.Contains("data channel: ovpnas-userspace (managed engine", line, StringComparison.Ordinal);
         Assert.Contains("offload off: --dco off", line, StringComparison.Ordinal);
+        Assert.DoesNotContain(rig.Client!.Lines, l => l.Contains("UDP socket handed over", StringComparison.Ordinal));
         Assert.Equal(0.0, (await TrafficCheck.PingAsync(rig.Cli, OwnServerRig.Gateway, count: 3)).Loss);
         Assert.Equal(4 << 20, (await TrafficCheck.TransferAsync(rig.Cli, rig.Srv, OwnServerRig.Gateway, 4 << 20, TimeSpan.FromSeconds(60))).Bytes);
         Assert.StartsWith("ovpnas-userspace (managed", rig.Status().GetProperty("path").GetString(), StringComparison.Ordinal);

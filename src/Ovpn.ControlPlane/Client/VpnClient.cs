@@ -464,6 +464,7 @@ public sealed class VpnClient : IClientDataPath
             try
             {
                 udpRx.Cancel();
+                Log.Info("client", "UDP socket handed over to the data channel engine (control packets come up from it)");
             }
             catch (ObjectDisposedException)
             {

@@ -89,6 +89,9 @@ public sealed record OffloadOptions
 ///         written into the headroom) -> sendmmsg (UDP) or TcpLinkTransport.Send
 ///  [timer] keepalive once a second: expiry -> OnPeerDeleted(Expired); idle peer -> SEAL a ping
 /// </code>
+/// Client mode (<see cref="OffloadOptions.ClientMode"/>, `ovpnas connect --dco`): one peer, the server;
+/// TUN packets of both IP versions go to it, datagrams from other addresses are dropped before
+/// dispatch, and OPEN skips the float and source-address steps.
 /// Two ways to run OPEN and SEAL, chosen by <see cref="OffloadOptions.Inline"/>:
 /// <list type="bullet">
 /// <item>Inline (default; the upstream ovpn module's lesson, and measured faster here: no thread
