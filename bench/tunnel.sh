@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
 # Tunnel throughput: stock openvpn client -> (a) stock openvpn 2.6 server, (b) ovpnas (offload
-# off), (c) ovpnas with vpn.server.daemon.ovpndco=true, and (d) our client (`ovpnas connect`) ->
-# ovpnas with offload, in one run. Two network namespaces joined
+# off), (c) ovpnas with vpn.server.daemon.ovpndco=true, (d) our client (`ovpnas connect --dco off`,
+# managed single-threaded engine) -> ovpnas with offload, and (e) our client with its own data channel
+# offload (`--dco userspace`: offload engine in client mode) -> ovpnas with offload, in one run.
+# Two network namespaces joined
 # by a veth pair (10.201.0.0/24); nothing leaves them. For each server: iperf3 TCP 1 stream,
 # TCP 4 streams and UDP, client -> server through the tunnel; prints Mbit/s, the ratio to (a) and
 # the server's CPU seconds per GB moved (utime+stime of the server process over the test).
@@ -117,7 +119,9 @@ D=$W/ovpnas
 ovpnas init --data-dir "$D" --hostname $SRV_IP >/dev/null
 ovpnas user add bench --data-dir "$D" >/dev/null
 ovpnas profile bench --data-dir "$D" --out "$W/bench.ovpn" >/dev/null
-for mode in b c d; do
+# Our client takes the profile's remotes in order: keep only the UDP ones, like the stock client's --proto udp.
+grep -v '^remote .*tcp' "$W/bench.ovpn" >"$W/bench-udp.ovpn"
+for mode in b c d e; do
   if [[ $mode != b ]]; then
     ovpnas sacli -k vpn.server.daemon.ovpndco -v true ConfigPut --data-dir "$D" >/dev/null || echo "(c) could not set vpn.server.daemon.ovpndco"
   else
@@ -126,24 +130,32 @@ for mode in b c d; do
   ip netns exec "$S" dotnet "$OVPNAS" serve --data-dir "$D" >"$W/$mode-server.log" 2>&1 & SPID=$!; PIDS+=("$SPID")
   wait_log "$W/$mode-server.log" "listening on UDP" 30 || { echo "($mode) server did not start"; tail -5 "$W/$mode-server.log"; }
   grep -i -m2 "offload\|engine" "$W/$mode-server.log" | sed "s/^/($mode) /" || true
-  if [[ $mode == d ]]; then
-    # (d) our own client (`ovpnas connect`, data channel in its in-process engine) against (c)'s server.
-    mkdir -p "$W/cli"
-    ip netns exec "$C" dotnet "$OVPNAS" connect "$W/bench.ovpn" --data-dir "$W/cli" >"$W/$mode-client.log" 2>&1 & CPID=$!; PIDS+=("$CPID")
+  if [[ $mode == d || $mode == e ]]; then
+    # (d) our own client with its data channel in the managed in-process engine (--dco off), (e) the
+    # same client with the userspace offload engine in client mode (--dco userspace); both against (c)'s server.
+    if [[ $mode == d ]]; then dco=off; else dco=userspace; fi
+    mkdir -p "$W/cli-$mode"
+    ip netns exec "$C" dotnet "$OVPNAS" connect "$W/bench-udp.ovpn" --dco "$dco" --data-dir "$W/cli-$mode" >"$W/$mode-client.log" 2>&1 & CPID=$!; PIDS+=("$CPID")
     ready="TUN .* up:"
   else
     ip netns exec "$C" openvpn --config "$W/bench.ovpn" --proto udp >"$W/$mode-client.log" 2>&1 & CPID=$!; PIDS+=("$CPID")
     ready="Initialization Sequence Completed"
   fi
-  if wait_log "$W/$mode-client.log" "$ready" 30; then run_tests "$mode" "$SPID" 172.27.224.1; else echo "($mode) client did not connect"; tail -5 "$W/$mode-client.log"; fi
+  if wait_log "$W/$mode-client.log" "$ready" 30; then
+    grep -m1 "data channel" "$W/$mode-client.log" | sed "s/^/($mode) client: /" || true
+    run_tests "$mode" "$SPID" 172.27.224.1
+  else
+    echo "($mode) client did not connect"; tail -5 "$W/$mode-client.log"
+  fi
   kill "$CPID" 2>/dev/null || true; kill -TERM "$SPID" 2>/dev/null || true; wait "$CPID" "$SPID" 2>/dev/null || true
 done
 
 echo
 echo "Tunnel throughput, client -> server, ${T}s per test, $(nproc) cores, $(date -u +%F)"
 printf '%-28s %8s %8s %8s | %7s %7s %7s | %9s %9s %9s\n' server tcp1 tcp4 udp r_tcp1 r_tcp4 r_udp cpu/GB1 cpu/GB4 cpu/GBudp
-for m in a b c d; do
-  case $m in a) name="(a) stock openvpn 2.6";; b) name="(b) ovpnas";; c) name="(c) ovpnas offload";; d) name="(d) ovpnas client+offload";; esac
+for m in a b c d e; do
+  case $m in a) name="(a) stock openvpn 2.6";; b) name="(b) ovpnas";; c) name="(c) ovpnas offload";;
+    d) name="(d) ovpnas client+offload";; e) name="(e) ovpnas client-dco+offld";; esac
   r=(); for t in tcp1 tcp4 udp; do
     base=${RES[a/$t]:-0}; v=${RES[$m/$t]:-0}
     r+=("$(awk -v v="$v" -v b="$base" 'BEGIN{ if (b>0) printf "%.2fx", v/b; else print "n/a"}')")

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 using System.CommandLine;
 using System.Text.Json;
+using Ovpn.ControlPlane.Client;
 using Ovpn.ControlPlane.Config;
 using Ovpn.ControlPlane.Pki;
 using Ovpn.ControlPlane.Users;
@@ -326,7 +327,13 @@ internal sealed class Cli(TextWriter stdout, TextWriter stderr)
     {
         var profile = new Argument<string?>("PROFILE") { Description = "Path of an .ovpn profile", Arity = ArgumentArity.ZeroOrOne };
         var status = new Option<bool>("--status") { Description = "Print the running client's status (path, cipher, peer-id, counters) and exit" };
-        var cmd = new Command("connect", "Connect to a server with a profile (client with the data channel in the offload engine)") { profile, status };
+        var dco = new Option<string>("--dco")
+        {
+            Description = "Data channel offload: auto (kernel module if usable, else userspace offload engine), userspace, kernel, off (managed engine; also the profile's disable-dco)",
+            DefaultValueFactory = _ => "auto",
+        };
+        dco.AcceptOnlyFromAmong("auto", "userspace", "kernel", "off");
+        var cmd = new Command("connect", "Connect to a server with a profile (client with the data channel in the offload engine)") { profile, status, dco };
         cmd.SetAction((p, ct) => GuardAsync(() =>
         {
             if (p.GetValue(status))
@@ -340,7 +347,7 @@ internal sealed class Cli(TextWriter stdout, TextWriter stderr)
                 throw new AdminException("connect: a PROFILE is required (or --status)");
             }
 
-            return ServerCommands.ConnectAsync(DataDir(p), path, ct);
+            return ServerCommands.ConnectAsync(DataDir(p), path, ClientDcoModes.Parse(p.GetValue(dco)), ct);
         }));
         return cmd;
     }

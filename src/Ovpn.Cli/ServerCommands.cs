@@ -25,6 +25,10 @@ public static class ServerCommands
     /// <summary>ovpnas connect PROFILE: built-in client.</summary>
     public static Task<int> ConnectAsync(string dataDir, string profilePath, CancellationToken ct) => ConnectCommand.RunAsync(dataDir, profilePath, ct);
 
+    /// <summary>ovpnas connect PROFILE --dco MODE.</summary>
+    public static Task<int> ConnectAsync(string dataDir, string profilePath, Ovpn.ControlPlane.Client.ClientDcoMode dco, CancellationToken ct) =>
+        ConnectCommand.RunAsync(dataDir, profilePath, dco, ct);
+
     /// <summary>sacli start: apply the configuration to the running server.</summary>
     public static Task<int> StartAsync(string dataDir, TextWriter output, CancellationToken ct) =>
         CallAsync(dataDir, "reload", output, ct);

@@ -234,6 +234,17 @@ public sealed class CliTests : IDisposable
     }
 
     [Fact]
+    public void ConnectDcoOptionIsListedAndValidated()
+    {
+        var help = _cli.Run("connect", "--help");
+        Assert.Equal(0, help.ExitCode);
+        Assert.Contains("--dco", help.Stdout);
+        Assert.Contains("userspace", help.Stdout);
+        // An unknown mode is a usage error before anything is started.
+        Assert.Equal(1, _cli.Run("connect", "some.ovpn", "--dco", "turbo").ExitCode);
+    }
+
+    [Fact]
     public void MainReturnsExitCodes()
     {
         var dir = Path.Combine(Path.GetTempPath(), "ovpnas-main-" + Guid.NewGuid().ToString("N"));

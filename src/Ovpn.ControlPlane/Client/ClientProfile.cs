@@ -63,6 +63,9 @@ public sealed class ClientProfile
     public int? PingRestartSeconds { get; private set; }
     public int ExplicitExitNotify { get; private set; }
     public bool Pull { get; private set; }
+
+    /// <summary>`disable-dco` (OpenVPN 2.6): keep the data channel in the managed engine.</summary>
+    public bool DisableDco { get; private set; }
     public List<ProfileIssue> Issues { get; } = [];
     public IEnumerable<ProfileIssue> Errors => Issues.Where(i => i.IsError);
 
@@ -363,6 +366,9 @@ public sealed class ClientProfile
                         break;
                     case "explicit-exit-notify":
                         ExplicitExitNotify = t.Count > 1 ? int.Parse(t[1], System.Globalization.CultureInfo.InvariantCulture) : 1;
+                        break;
+                    case "disable-dco":
+                        DisableDco = true;
                         break;
                     case "comp-lzo":
                     case "compress":

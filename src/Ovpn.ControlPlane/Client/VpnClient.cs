@@ -41,21 +41,32 @@ public sealed record ClientStatus(
 
 /// <summary>
 /// The `ovpnas connect` client: picks a remote, runs a <see cref="ClientConnection"/> over UDP or
-/// TCP, builds the data path (TUN + <see cref="ManagedDataPlane"/> in client mode with one peer) once
-/// the server pushed its options, keeps it alive, and reconnects with backoff after RESTART,
-/// ping-restart or a network error. Stops with EXIT (cc-exit or OCC) when cancelled.
+/// TCP, builds the data path once the server pushed its options, keeps it alive, and reconnects
+/// with backoff after RESTART, ping-restart or a network error. Stops with EXIT (cc-exit or OCC)
+/// when cancelled.
+///
+/// Data path: an <see cref="IClientDataPathFactory"/> from the front end builds TUN + engine with one
+/// peer (the server): the userspace offload engine in client mode, or the managed engine
+/// (<see cref="ManagedClientDataPlane"/>, also the default without a factory). Hand-over of the UDP
+/// socket: until the data path exists the client's own receive loop reads the socket; when the
+/// engine reads it itself (<see cref="IClientDataPlane.ReadsUdpSocket"/>) that loop is cancelled
+/// right after the engine started, and control packets come up through the engine's
+/// OnControlPacket (a packet lost in the switch is retransmitted by the reliability layer). TCP
+/// stays read by the client, which feeds data packets to the engine. Every attempt tears the whole
+/// data path down, so a reconnect builds it anew.
 ///
 /// Threading: <see cref="RunAsync"/> is the only driver; link receive runs on its own task per
-/// attempt, the data plane has its own TUN reader thread.
+/// attempt, the data plane has its own threads.
 /// </summary>
 public sealed class VpnClient : IClientDataPath
 {
     private readonly ClientProfile _profile;
-    private readonly IClientTunFactory _tunFactory;
+    private readonly IClientDataPathFactory _pathFactory;
     private readonly string? _statusPath;
     private readonly object _gate = new();
-    private volatile ManagedDataPlane? _dp;
-    private volatile ITunDevice? _tun;
+    private volatile IClientDataPlane? _dp;
+    private CancellationTokenSource? _udpRxCts; // the client's own UDP receive loop of this attempt
+    private Socket? _udpSock;
     private volatile ILinkTransport? _link;
     private volatile PushedConfig? _pushed;
     private volatile ClientConnection? _conn;
@@ -67,11 +78,19 @@ public sealed class VpnClient : IClientDataPath
     private volatile int _expired;
 
     public VpnClient(ClientProfile profile, IClientTunFactory tunFactory, string? statusPath)
+        : this(profile, new ManagedClientDataPathFactory(tunFactory), statusPath)
+    {
+    }
+
+    public VpnClient(ClientProfile profile, IClientDataPathFactory pathFactory, string? statusPath)
     {
         _profile = profile;
-        _tunFactory = tunFactory;
+        _pathFactory = pathFactory;
         _statusPath = statusPath;
     }
+
+    /// <summary>The running data path's description (null while none), for tests and status.</summary>
+    public string? DataPath => _dp?.Description;
 
     /// <summary>Raised (from the client's loop) whenever the tunnel came up.</summary>
     public event Action<PushedConfig>? Connected;
@@ -195,14 +214,17 @@ public sealed class VpnClient : IClientDataPath
         }
 
         _link = link;
+        using var udpRxCts = CancellationTokenSource.CreateLinkedTokenSource(attemptCts.Token);
         lock (_gate)
         {
             _attemptActive = true;
+            _udpRxCts = remote.Tcp ? null : udpRxCts;
+            _udpSock = remote.Tcp ? null : sock;
         }
 
         var conn = new ClientConnection(_profile, remote, link, this);
         _conn = conn;
-        var receiver = Task.Run(() => remote.Tcp ? ReceiveTcpAsync(sock, conn, attemptCts.Token) : ReceiveUdpAsync(sock, conn, attemptCts.Token));
+        var receiver = Task.Run(() => remote.Tcp ? ReceiveTcpAsync(sock, conn, attemptCts.Token) : ReceiveUdpAsync(sock, conn, udpRxCts.Token));
         conn.Start();
         var ticker = Task.Run(() => TickAsync(conn, attemptCts.Token));
         ClientExit exit;
@@ -388,29 +410,41 @@ public sealed class VpnClient : IClientDataPath
     void IClientDataPath.Establish(PushedConfig config, KeyConfig firstKey)
     {
         int mtu = config.TunMtu ?? _profile.TunMtu;
-        var tun = _tunFactory.Create(new ClientTunSettings(config.Address, config.PrefixLength, config.PeerAddress, mtu, config.Routes)
+        var tunSettings = new ClientTunSettings(config.Address, config.PrefixLength, config.PeerAddress, mtu, config.Routes)
         {
             Address6 = config.Address6,
             Prefix6 = config.Prefix6,
             Routes6 = config.Routes6,
             RedirectGatewayServer = config.RedirectGateway && _link!.Remote is IPEndPoint rep ? rep.Address : null,
-        });
-        var dp = new ManagedDataPlane(tun, new Events(this)) { ClientMode = true };
+        };
         uint peerId = config.PeerId ?? 0;
-        dp.NewPeer(new PeerConfig(peerId, _link!, config.Address, config.Address6) { DataV2 = config.PeerId is not null });
-        if (config.Ping is { } ping || config.PingRestart is not null)
+        var peer = new PeerConfig(peerId, _link!, config.Address, config.Address6) { DataV2 = config.PeerId is not null };
+        var request = new ClientDataPathRequest(tunSettings, _link!, _udpSock, firstKey.Cipher, peer, new Events(this), _profile.DisableDco);
+        var dp = _pathFactory.Create(request);
+        try
         {
-            dp.SetPeer(peerId, TimeSpan.FromSeconds(config.Ping ?? 0), TimeSpan.FromSeconds(config.PingRestart ?? 0));
+            dp.Engine.NewPeer(peer);
+            if (config.Ping is { } ping || config.PingRestart is not null)
+            {
+                dp.Engine.SetPeer(peerId, TimeSpan.FromSeconds(config.Ping ?? 0), TimeSpan.FromSeconds(config.PingRestart ?? 0));
+            }
+
+            dp.Engine.NewKey(firstKey);
+        }
+        catch
+        {
+            dp.Dispose();
+            throw;
         }
 
-        dp.NewKey(firstKey);
         bool active;
+        CancellationTokenSource? udpRx;
         lock (_gate)
         {
             active = _attemptActive;
+            udpRx = _udpRxCts;
             if (active)
             {
-                _tun = tun;
                 _dp = dp;
                 _pushed = config;
             }
@@ -420,18 +454,33 @@ public sealed class VpnClient : IClientDataPath
         {
             // The attempt ended while the push was being applied.
             dp.Dispose();
-            tun.Dispose();
             return;
         }
 
         dp.Start();
+        if (dp.ReadsUdpSocket && udpRx is not null)
+        {
+            // Hand-over: the engine reads the socket from now on (data and control packets).
+            try
+            {
+                udpRx.Cancel();
+                Log.Info("client", "UDP socket handed over to the data channel engine (control packets come up from it)");
+            }
+            catch (ObjectDisposedException)
+            {
+            }
+        }
+
         _lastAttemptEstablished = true;
         foreach (var o in config.Options)
         {
             Log.Debug("client", $"pushed: {o}");
         }
 
-        Log.Info("client", $"TUN {tun.Name} up: {config.Address}/{config.PrefixLength}" +
+        Log.Info("client", dp is ManagedClientDataPlane
+            ? $"data channel: {dp.Description}; {dp.Reason}"
+            : $"data channel offload: {dp.Description}; {dp.Reason}");
+        Log.Info("client", $"TUN {dp.TunName} up: {config.Address}/{config.PrefixLength}" +
             $"{(config.Address6 is { } a6 ? $", {a6}/{config.Prefix6}" : "")}, mtu {mtu}, {config.Routes.Count + config.Routes6.Count} route(s)" +
             $"{(config.RedirectGateway ? ", redirect-gateway" : "")}" +
             $"{(config.Ping is { } p ? $", ping {p}" : "")}{(config.PingRestart is { } r ? $", ping-restart {r}" : "")}");
@@ -439,34 +488,33 @@ public sealed class VpnClient : IClientDataPath
         Connected?.Invoke(config);
     }
 
-    void IClientDataPath.InstallSecondary(KeyConfig key) => _dp?.NewKey(key);
+    void IClientDataPath.InstallSecondary(KeyConfig key) => _dp?.Engine.NewKey(key);
 
     void IClientDataPath.SwapKeys()
     {
         if (_dp is { } dp && _pushed is { } p)
         {
-            dp.SwapKeys(p.PeerId ?? 0);
+            dp.Engine.SwapKeys(p.PeerId ?? 0);
         }
     }
 
     private void TearDown()
     {
-        ManagedDataPlane? dp;
-        ITunDevice? tun;
+        IClientDataPlane? dp;
         lock (_gate)
         {
             _attemptActive = false;
+            _udpRxCts = null;
+            _udpSock = null;
             dp = _dp;
-            tun = _tun;
             _dp = null;
-            _tun = null;
         }
 
-        dp?.Dispose();
-        if (tun is not null)
+        if (dp is not null)
         {
-            tun.Dispose();
-            Log.Info("client", $"TUN {tun.Name} removed");
+            string name = dp.TunName;
+            dp.Dispose();
+            Log.Info("client", $"TUN {name} removed");
         }
     }
 
@@ -482,11 +530,11 @@ public sealed class VpnClient : IClientDataPath
         var dp = _dp;
         var p = _pushed;
         var conn = _conn;
-        var stats = dp is not null && p is not null ? dp.GetPeer(p.PeerId ?? 0) : null;
-        return new ClientStatus(_state, _remote?.ToString(), dp is null ? null : $"{dp.EngineName} (userspace)",
+        var stats = dp is not null && p is not null ? dp.Engine.GetPeer(p.PeerId ?? 0) : null;
+        return new ClientStatus(_state, _remote?.ToString(), dp?.Description,
             conn?.Cipher is { } c ? DataCipherNames.ToName(c) : null, _state == "connected" ? p?.PeerId : null,
             conn?.PrimaryKeyId is { } k && k >= 0 ? k : null, _state == "connected" ? $"{p?.Address}/{p?.PrefixLength}" : null,
-            _tun?.Name, stats?.VpnRxBytes ?? 0, stats?.VpnTxBytes ?? 0, stats?.LinkRxBytes ?? 0, stats?.LinkTxBytes ?? 0,
+            dp?.TunName, stats?.VpnRxBytes ?? 0, stats?.VpnTxBytes ?? 0, stats?.LinkRxBytes ?? 0, stats?.LinkTxBytes ?? 0,
             stats?.Drops, _reconnects, _lastError, DateTimeOffset.UtcNow);
     }
 

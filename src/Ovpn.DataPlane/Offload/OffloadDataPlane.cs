@@ -60,6 +60,15 @@ public sealed record OffloadOptions
     /// <summary>Whether Dispose also disposes the <see cref="IBatchDatagramSocket"/> wrappers (their
     /// native buffers; a <c>UdpBatchSocket</c> never closes the server's socket itself).</summary>
     public bool OwnsDatagramSockets { get; init; }
+
+    /// <summary>
+    /// Client side of one tunnel (OpenVPN 3's --dco on the client): exactly one peer, the server.
+    /// Every IPv4/IPv6 packet read from TUN goes to it whatever its destination (the kernel routed
+    /// it into the tunnel), a DATA_V2 packet is matched to it whatever peer-id it carries, datagrams
+    /// from any other address than the server's are dropped (no float), and there is no VPN
+    /// source-address check on receive (the server forwards traffic from anywhere).
+    /// </summary>
+    public bool ClientMode { get; init; }
 }
 
 /// <summary>
@@ -80,6 +89,9 @@ public sealed record OffloadOptions
 ///         written into the headroom) -> sendmmsg (UDP) or TcpLinkTransport.Send
 ///  [timer] keepalive once a second: expiry -> OnPeerDeleted(Expired); idle peer -> SEAL a ping
 /// </code>
+/// Client mode (<see cref="OffloadOptions.ClientMode"/>, `ovpnas connect --dco`): one peer, the server;
+/// TUN packets of both IP versions go to it, datagrams from other addresses are dropped before
+/// dispatch, and OPEN skips the float and source-address steps.
 /// Two ways to run OPEN and SEAL, chosen by <see cref="OffloadOptions.Inline"/>:
 /// <list type="bullet">
 /// <item>Inline (default; the upstream ovpn module's lesson, and measured faster here: no thread
@@ -116,6 +128,7 @@ public sealed class OffloadDataPlane : IDataPlane, ILinkPacketSink
     private readonly ThreadLocal<Worker> _linkContexts;
     private readonly ConcurrentDictionary<uint, Peer> _peers = new();
     private readonly ConcurrentDictionary<uint, Peer> _routesV4 = new();
+    private volatile Peer? _clientPeer; // ClientMode: the server, the only peer
     private readonly long[] _globalDrops = new long[Enum.GetValues<OffloadDropReason>().Length];
     private readonly List<Thread> _threads = [];
     private readonly object _lifecycle = new();
@@ -252,6 +265,22 @@ public sealed class OffloadDataPlane : IDataPlane, ILinkPacketSink
         var p = new Peer(config, _time.GetTimestamp(),
             n == 0 ? null : _workers[(int)(config.PeerId % (uint)n)],
             n == 0 ? null : _workers[(int)((config.PeerId + (n > 1 ? 1u : 0u)) % (uint)n)]);
+        if (_o.ClientMode)
+        {
+            lock (_lifecycle)
+            {
+                if (!_peers.IsEmpty)
+                {
+                    throw new InvalidOperationException("client mode carries exactly one peer (the server)");
+                }
+
+                _peers[config.PeerId] = p;
+                _clientPeer = p;
+            }
+
+            return;
+        }
+
         if (!_peers.TryAdd(config.PeerId, p))
         {
             throw new InvalidOperationException($"peer {config.PeerId} exists");
@@ -299,6 +328,11 @@ public sealed class OffloadDataPlane : IDataPlane, ILinkPacketSink
         if (p.VpnIPv4Key != 0)
         {
             _routesV4.TryRemove(new KeyValuePair<uint, Peer>(p.VpnIPv4Key, p));
+        }
+
+        if (ReferenceEquals(_clientPeer, p))
+        {
+            _clientPeer = null;
         }
 
         p.Removed = true;
@@ -409,7 +443,7 @@ public sealed class OffloadDataPlane : IDataPlane, ILinkPacketSink
         }
 
         uint peerId = BinaryPrimitives.ReadUInt32BigEndian(packet) & 0xFFFFFF;
-        if (!_peers.TryGetValue(peerId, out var peer))
+        if (!TryFindPeer(peerId, out var peer))
         {
             CountGlobal(OffloadDropReason.UnknownPeer);
             return;
@@ -448,6 +482,18 @@ public sealed class OffloadDataPlane : IDataPlane, ILinkPacketSink
         }
 
         Dispatch(peer, b, peer.RxWorker!, PacketWork.Open);
+    }
+
+    /// <summary>The peer a DATA_V2 packet belongs to: by peer-id, or in client mode the server.</summary>
+    private bool TryFindPeer(uint peerId, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out Peer? peer)
+    {
+        if (_o.ClientMode)
+        {
+            peer = _clientPeer;
+            return peer is not null;
+        }
+
+        return _peers.TryGetValue(peerId, out peer);
     }
 
     private void Dispatch(Peer peer, PacketBuffer b, Worker w, PacketWork work)
@@ -573,11 +619,19 @@ public sealed class OffloadDataPlane : IDataPlane, ILinkPacketSink
             return;
         }
 
+        if (_o.ClientMode && (_clientPeer is not { } server || !b.Address.Equals(server.Address)))
+        {
+            // A client talks to its server only: anything else on the socket is not ours.
+            CountGlobal(OffloadDropReason.WrongLink);
+            _pool.Return(b);
+            return;
+        }
+
         int op = data[0] >> 3;
         if (op == OpDataV2 && data.Length >= 4)
         {
             uint peerId = BinaryPrimitives.ReadUInt32BigEndian(data) & 0xFFFFFF;
-            if (_peers.TryGetValue(peerId, out var peer))
+            if (TryFindPeer(peerId, out var peer))
             {
                 if (_o.Inline)
                 {
@@ -609,8 +663,9 @@ public sealed class OffloadDataPlane : IDataPlane, ILinkPacketSink
         {
             try
             {
-                // Control packets are rare; allocating the link object here is fine.
-                _events.OnControlPacket(_udpLinkFactory(sock, b.Address), data);
+                // Control packets are rare; allocating the link object here is fine. A client hands
+                // up its server's own link (the one its control channel sends on).
+                _events.OnControlPacket(_o.ClientMode && _clientPeer is { } own ? own.Link : _udpLinkFactory(sock, b.Address), data);
             }
             catch (Exception e) when (e is not OutOfMemoryException)
             {
@@ -663,7 +718,19 @@ public sealed class OffloadDataPlane : IDataPlane, ILinkPacketSink
             b.Offset = PacketBuffer.Headroom;
             b.Length = n;
             var pkt = b.Data;
-            if (n < MinIpPacket || (pkt[0] >> 4) != 4)
+            Peer? peer;
+            if (_o.ClientMode)
+            {
+                // One peer: everything the kernel routed into the tunnel (IPv4 and IPv6) goes to the server.
+                peer = _clientPeer;
+                if (peer is null || n < MinIpPacket || (pkt[0] >> 4) is not (4 or 6))
+                {
+                    CountGlobal(peer is null ? OffloadDropReason.NoRoute : OffloadDropReason.Malformed);
+                    _pool.Return(b);
+                    continue;
+                }
+            }
+            else if (n < MinIpPacket || (pkt[0] >> 4) != 4)
             {
                 // IPv6 is not routed to clients yet (no IPv6 pool); count it rather than guess.
                 CountGlobal(OffloadDropReason.NoRoute);
@@ -671,8 +738,7 @@ public sealed class OffloadDataPlane : IDataPlane, ILinkPacketSink
                 continue;
             }
 
-            uint dst = BinaryPrimitives.ReadUInt32BigEndian(pkt[16..]);
-            if (!_routesV4.TryGetValue(dst, out var peer))
+            else if (!_routesV4.TryGetValue(BinaryPrimitives.ReadUInt32BigEndian(pkt[16..]), out peer))
             {
                 CountGlobal(OffloadDropReason.NoRoute);
                 _pool.Return(b);
@@ -1058,6 +1124,13 @@ public sealed class OffloadDataPlane : IDataPlane, ILinkPacketSink
                 peer.SocketIndex = b.SocketIndex;
                 if (!b.Address.Equals(peer.Address))
                 {
+                    if (_dp._o.ClientMode)
+                    {
+                        // No float on the client side: the server does not move.
+                        Drop(peer, b, OffloadDropReason.WrongLink);
+                        return;
+                    }
+
                     Float(peer, b);
                 }
             }
@@ -1089,7 +1162,7 @@ public sealed class OffloadDataPlane : IDataPlane, ILinkPacketSink
             int version = plain[0] >> 4;
             if (version == 4)
             {
-                if (BinaryPrimitives.ReadUInt32BigEndian(plain[12..]) != peer.VpnIPv4Key)
+                if (!_dp._o.ClientMode && BinaryPrimitives.ReadUInt32BigEndian(plain[12..]) != peer.VpnIPv4Key)
                 {
                     Drop(peer, b, OffloadDropReason.SourceAddress);
                     return;
