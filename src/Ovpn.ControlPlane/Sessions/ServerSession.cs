@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: MIT
+using System.Buffers;
 using System.Diagnostics;
 using System.Net;
 using System.Net.Security;
@@ -34,6 +35,13 @@ public sealed class ServerSession
 {
     private const int MaxKeyStates = 8;
     private const int TlsPayloadPerPacket = 1100;
+    private const int TlsReadBufferSize = 4096;
+
+    /// <summary>How long a key state must be quiet (all acked, nothing pending) before its handshake buffers are released.</summary>
+    private const long IdleTrimMs = 2000;
+
+    /// <summary>How long a replaced key state lingers after the new key became primary (late retransmissions still get ACKs).</summary>
+    private const long RetiredKeyGraceMs = 5000;
 
     private readonly SessionManager _mgr;
     private readonly ControlPlaneOptions _o;
@@ -48,6 +56,7 @@ public sealed class ServerSession
     private bool _pushed;
     private HashAlgorithmName? _cbcDigest;
     private string? _closeReason;
+    private Action? _onTick;
 
     public ServerSession(SessionManager mgr, ControlPlaneOptions o, ILinkTransport link, ulong peerSessionId, Stopwatch clock)
     {
@@ -120,7 +129,7 @@ public sealed class ServerSession
 
     public void PostPacket(byte[] wire) => Post(() => OnWire(wire));
 
-    public void PostTick() => Post(OnTick);
+    public void PostTick() => Post(_onTick ??= OnTick);
 
     public void PostClose(string reason, string? notifyMessage = null) => Post(() => Close(reason, notifyMessage));
 
@@ -203,6 +212,8 @@ public sealed class ServerSession
             return;
         }
 
+        k.LastActivityMs = NowMs;
+        k.Trimmed = false;
         if (!k.Rel.OnReceived(p, NowMs))
         {
             _mgr.CountControlDrop("ReliabilityRejected");
@@ -318,17 +329,34 @@ public sealed class ServerSession
                 string proto = ssl.SslProtocol.ToString();
                 string suite = ssl.NegotiatedCipherSuite.ToString();
                 Post(() => Log.Info("tls", $"{Describe}: key-id {k.KeyId}: {proto} {suite}"));
-                var buf = new byte[4096];
                 while (true)
                 {
-                    int n = await ssl.ReadAsync(buf).ConfigureAwait(false);
+                    // Idle key states hold no read buffer: a zero-byte read waits for ciphertext
+                    // without one (and lets SslStream return its own record buffer to the pool);
+                    // only then is a buffer rented for the actual read.
+                    await ssl.ReadAsync(Memory<byte>.Empty).ConfigureAwait(false);
+                    var buf = ArrayPool<byte>.Shared.Rent(TlsReadBufferSize);
+                    Volatile.Write(ref k.ReadBufferHeld, true);
+                    int n;
+                    try
+                    {
+                        n = await ssl.ReadAsync(buf.AsMemory(0, TlsReadBufferSize)).ConfigureAwait(false);
+                        if (n > 0)
+                        {
+                            var data = buf.AsSpan(0, n).ToArray();
+                            Post(() => OnTlsPlaintext(k, data));
+                        }
+                    }
+                    finally
+                    {
+                        Volatile.Write(ref k.ReadBufferHeld, false);
+                        ArrayPool<byte>.Shared.Return(buf);
+                    }
+
                     if (n <= 0)
                     {
                         return;
                     }
-
-                    var data = buf.AsSpan(0, n).ToArray();
-                    Post(() => OnTlsPlaintext(k, data));
                 }
             }
             catch (Exception e) when (e is AuthenticationException or IOException or ObjectDisposedException or InvalidOperationException)
@@ -708,6 +736,8 @@ public sealed class ServerSession
     {
         if (k.Ssl is { } ssl && !k.Disposed)
         {
+            k.LastActivityMs = NowMs;
+            k.Trimmed = false;
             k.Out.Write(ssl, plaintext);
         }
     }
@@ -753,6 +783,18 @@ public sealed class ServerSession
                 _primarySinceMs = now;
                 Log.Info("session", $"{Describe}: key-id {k.KeyId} is now primary");
             }
+
+            // A key state replaced by a newer primary is retired once the swap has settled: the data
+            // plane has its own copy of the keys, and its TLS session is never used again.
+            if (i != _primaryKeyId && i != _latestKeyId && k.DataKeysReady && now - _primarySinceMs >= RetiredKeyGraceMs)
+            {
+                Log.Debug("session", $"{Describe}: key-id {k.KeyId} retired");
+                k.Dispose();
+                _keys[i] = null;
+                continue;
+            }
+
+            TrimIfIdle(k, now);
         }
 
         if (Authenticated && _o.RenegotiateSeconds > 0 && _primaryKeyId >= 0 && _latestKeyId == _primaryKeyId &&
@@ -761,6 +803,35 @@ public sealed class ServerSession
             StartRenegotiation($"reneg-sec {_o.RenegotiateSeconds}");
         }
     }
+
+    /// <summary>
+    /// Releases what only the handshake needed once an established key state has been quiet for
+    /// <see cref="IdleTrimMs"/>: the reliability windows' storage (the TLS reader already holds no
+    /// buffer between records). The SslStream itself stays: PUSH_REPLY, AUTH_FAILED, RESTART and
+    /// the client's EXIT still travel over it, and anything sent or received grows the windows again.
+    /// </summary>
+    private void TrimIfIdle(KeyCtx k, long now)
+    {
+        if (k.Trimmed || !k.DataKeysReady || k.SwapPending || k.CloseAtMs != 0 || now - k.LastActivityMs < IdleTrimMs ||
+            !k.Out.IsIdle || !k.Rel.IsIdle)
+        {
+            return;
+        }
+
+        k.Trimmed = k.Rel.TrimIdle();
+    }
+
+    /// <summary>A snapshot of one key state's memory-relevant state, taken on the session's loop (tests).</summary>
+    internal KeyStateInfo? GetKeyStateForTests(int keyId, TimeSpan timeout)
+    {
+        var tcs = new TaskCompletionSource<KeyStateInfo?>(TaskCreationOptions.RunContinuationsAsynchronously);
+        Post(() => tcs.TrySetResult(_keys[keyId] is { } k
+            ? new KeyStateInfo(k.KeyId, k.DataKeysReady, k.Trimmed, Volatile.Read(ref k.ReadBufferHeld), k.Rel.BufferedBytes, k.Rel.IsIdle)
+            : null));
+        return tcs.Task.Wait(timeout) ? tcs.Task.Result : null;
+    }
+
+    internal sealed record KeyStateInfo(int KeyId, bool DataKeysReady, bool Trimmed, bool HasReadBuffer, int ReliabilityBufferedBytes, bool ReliabilityIdle);
 
     private void StartRenegotiation(string why)
     {
@@ -883,6 +954,14 @@ public sealed class ServerSession
         public string? CertCommonName;
         public string? AuthFailure;
         public bool Disposed;
+
+        /// <summary>Set by the TLS reader while it holds a rented plaintext buffer (between a record's arrival and its hand-off).</summary>
+        public bool ReadBufferHeld;
+
+        /// <summary>The key state was quiet long enough and its windows' storage was released; cleared by any activity.</summary>
+        public bool Trimmed;
+
+        public long LastActivityMs = startedMs;
 
         public void Dispose()
         {
