@@ -77,6 +77,7 @@ public sealed class SessionMemoryTests(ITestOutputHelper output) : IDisposable
         Assert.True(st.ReliabilityIdle);
         Assert.False(st.HasReadBuffer, "the TLS reader holds a buffer while idle");
         Assert.Equal(0, st.ReliabilityBufferedBytes);
+        Assert.True(st.TlsBuffersReleased, "OpenSSL keeps the idle key state's record buffers (SSL_MODE_RELEASE_BUFFERS not set)");
 
         // A renegotiation after that still works: the client starts key-id 1, both sides end up on it.
         conn.PostRenegotiate("test");
@@ -146,6 +147,13 @@ public sealed class SessionMemoryTests(ITestOutputHelper output) : IDisposable
         // The clients live in the same process: this is client + server per pair.
         output.WriteLine($"sessions={n} managed_per_pair={(m1 - m0) / 1024.0 / n:F1}KiB rss_per_pair={(r1 - r0) / 1024.0 / n:F1}KiB");
         Console.WriteLine($"sessions={n} managed_per_pair={(m1 - m0) / 1024.0 / n:F1}KiB rss_per_pair={(r1 - r0) / 1024.0 / n:F1}KiB");
+        if (int.TryParse(Environment.GetEnvironmentVariable("OVPN_MEASURE_HOLD"), out int hold) && hold > 0)
+        {
+            // Time to take a heap dump of this process (dotnet-gcdump collect -p PID).
+            Console.WriteLine($"holding pid={Environment.ProcessId} for {hold}s");
+            await Task.Delay(TimeSpan.FromSeconds(Math.Min(hold, 600)));
+        }
+
         foreach (var c in conns)
         {
             c.PostStop(ClientExitKind.Stopped, "done");

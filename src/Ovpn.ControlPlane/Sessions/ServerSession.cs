@@ -288,7 +288,7 @@ public sealed class ServerSession
         k.Ssl = ssl;
         var opts = new SslServerAuthenticationOptions
         {
-            ServerCertificate = _o.ServerCertificate,
+            ServerCertificateContext = _o.ServerCertificateContext,
             ClientCertificateRequired = true,
             EnabledSslProtocols = SslProtocols.Tls12 | SslProtocols.Tls13,
             CertificateRevocationCheckMode = X509RevocationMode.NoCheck,
@@ -326,6 +326,10 @@ public sealed class ServerSession
             try
             {
                 await ssl.AuthenticateAsServerAsync(opts).ConfigureAwait(false);
+
+                // Idle control channels should not keep OpenSSL's record buffers (most of a peer's
+                // memory); set before the first read, while nothing else runs on the stream.
+                Volatile.Write(ref k.TlsBuffersReleased, TlsBufferRelease.TryEnable(ssl));
                 string proto = ssl.SslProtocol.ToString();
                 string suite = ssl.NegotiatedCipherSuite.ToString();
                 Post(() => Log.Info("tls", $"{Describe}: key-id {k.KeyId}: {proto} {suite}"));
@@ -826,12 +830,12 @@ public sealed class ServerSession
     {
         var tcs = new TaskCompletionSource<KeyStateInfo?>(TaskCreationOptions.RunContinuationsAsynchronously);
         Post(() => tcs.TrySetResult(_keys[keyId] is { } k
-            ? new KeyStateInfo(k.KeyId, k.DataKeysReady, k.Trimmed, Volatile.Read(ref k.ReadBufferHeld), k.Rel.BufferedBytes, k.Rel.IsIdle)
+            ? new KeyStateInfo(k.KeyId, k.DataKeysReady, k.Trimmed, Volatile.Read(ref k.ReadBufferHeld), k.Rel.BufferedBytes, k.Rel.IsIdle, Volatile.Read(ref k.TlsBuffersReleased))
             : null));
         return tcs.Task.Wait(timeout) ? tcs.Task.Result : null;
     }
 
-    internal sealed record KeyStateInfo(int KeyId, bool DataKeysReady, bool Trimmed, bool HasReadBuffer, int ReliabilityBufferedBytes, bool ReliabilityIdle);
+    internal sealed record KeyStateInfo(int KeyId, bool DataKeysReady, bool Trimmed, bool HasReadBuffer, int ReliabilityBufferedBytes, bool ReliabilityIdle, bool TlsBuffersReleased);
 
     private void StartRenegotiation(string why)
     {
@@ -957,6 +961,9 @@ public sealed class ServerSession
 
         /// <summary>Set by the TLS reader while it holds a rented plaintext buffer (between a record's arrival and its hand-off).</summary>
         public bool ReadBufferHeld;
+
+        /// <summary>OpenSSL frees this key state's record buffers between records (SSL_MODE_RELEASE_BUFFERS).</summary>
+        public bool TlsBuffersReleased;
 
         /// <summary>The key state was quiet long enough and its windows' storage was released; cleared by any activity.</summary>
         public bool Trimmed;
