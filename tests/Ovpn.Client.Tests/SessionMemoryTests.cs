@@ -77,6 +77,7 @@ public sealed class SessionMemoryTests(ITestOutputHelper output) : IDisposable
         Assert.True(st.ReliabilityIdle);
         Assert.False(st.HasReadBuffer, "the TLS reader holds a buffer while idle");
         Assert.Equal(0, st.ReliabilityBufferedBytes);
+        Assert.True(SpinWait.SpinUntil(() => session.IsQuietForTests, TimeSpan.FromSeconds(10)), "a trimmed session is not marked quiet");
         Assert.True(st.TlsBuffersReleased, "OpenSSL keeps the idle key state's record buffers (SSL_MODE_RELEASE_BUFFERS not set)");
 
         // A renegotiation after that still works: the client starts key-id 1, both sides end up on it.

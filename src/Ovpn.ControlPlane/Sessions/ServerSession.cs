@@ -40,6 +40,8 @@ public sealed class ServerSession
     /// <summary>How long a key state must be quiet (all acked, nothing pending) before its handshake buffers are released.</summary>
     private const long IdleTrimMs = 2000;
 
+    private const int IdleTickDivisor = 5;
+
     /// <summary>How long a replaced key state lingers after the new key became primary (late retransmissions still get ACKs).</summary>
     private const long RetiredKeyGraceMs = 5000;
 
@@ -57,6 +59,8 @@ public sealed class ServerSession
     private HashAlgorithmName? _cbcDigest;
     private string? _closeReason;
     private Action? _onTick;
+    private bool _quiet;
+    private int _skippedTicks; // touched by the manager's timer thread only
 
     public ServerSession(SessionManager mgr, ControlPlaneOptions o, ILinkTransport link, ulong peerSessionId, Stopwatch clock)
     {
@@ -129,7 +133,21 @@ public sealed class ServerSession
 
     public void PostPacket(byte[] wire) => Post(() => OnWire(wire));
 
-    public void PostTick() => Post(_onTick ??= OnTick);
+    /// <summary>
+    /// Timer tick (every 200 ms from the manager). A quiet session (every key state trimmed) only
+    /// has second-granularity deadlines left (renegotiation), so it takes every
+    /// <see cref="IdleTickDivisor"/>-th tick: thousands of idle peers then cost a fifth of the
+    /// loop wake-ups, CPU that handshakes in progress can use.
+    /// </summary>
+    public void PostTick()
+    {
+        if (Volatile.Read(ref _quiet) && ++_skippedTicks % IdleTickDivisor != 0)
+        {
+            return;
+        }
+
+        Post(_onTick ??= OnTick);
+    }
 
     public void PostClose(string reason, string? notifyMessage = null) => Post(() => Close(reason, notifyMessage));
 
@@ -214,6 +232,7 @@ public sealed class ServerSession
 
         k.LastActivityMs = NowMs;
         k.Trimmed = false;
+        Volatile.Write(ref _quiet, false);
         if (!k.Rel.OnReceived(p, NowMs))
         {
             _mgr.CountControlDrop("ReliabilityRejected");
@@ -256,6 +275,7 @@ public sealed class ServerSession
 
     private void CreateKeyState(int keyId, Opcode ownReset)
     {
+        Volatile.Write(ref _quiet, false);
         var old = _keys[keyId];
         old?.Dispose();
         var k = new KeyCtx(keyId, new ReliableLayer(OwnSessionId, keyId), NowMs);
@@ -742,6 +762,7 @@ public sealed class ServerSession
         {
             k.LastActivityMs = NowMs;
             k.Trimmed = false;
+            Volatile.Write(ref _quiet, false);
             k.Out.Write(ssl, plaintext);
         }
     }
@@ -806,6 +827,8 @@ public sealed class ServerSession
         {
             StartRenegotiation($"reneg-sec {_o.RenegotiateSeconds}");
         }
+
+        UpdateQuiet();
     }
 
     /// <summary>
@@ -823,6 +846,24 @@ public sealed class ServerSession
         }
 
         k.Trimmed = k.Rel.TrimIdle();
+    }
+
+    /// <summary>Whether the session currently takes only every fifth timer tick (tests).</summary>
+    internal bool IsQuietForTests => Volatile.Read(ref _quiet);
+
+    /// <summary>Quiet = authenticated and every key state trimmed (nothing in flight, no deadline under a second).</summary>
+    private void UpdateQuiet()
+    {
+        bool quiet = Authenticated && !_closed;
+        for (int i = 0; quiet && i < MaxKeyStates; i++)
+        {
+            if (_keys[i] is { } k && !k.Trimmed)
+            {
+                quiet = false;
+            }
+        }
+
+        Volatile.Write(ref _quiet, quiet);
     }
 
     /// <summary>A snapshot of one key state's memory-relevant state, taken on the session's loop (tests).</summary>
