@@ -243,7 +243,7 @@ public sealed class ServerSession
         {
             if (op == Opcode.ControlV1)
             {
-                k.Stream.Feed(payload.ToArray());
+                k.Stream.Feed(payload); // the reliability layer gave up this buffer: no copy
             }
         }
 
