@@ -49,6 +49,14 @@ public sealed record ControlPlaneOptions
 
     private (X509Certificate2 For, SslStreamCertificateContext Context)? _certContext;
 
+    /// <summary>
+    /// The CA that issues client certificates, if known. SslStream builds a chain for the client's
+    /// certificate before <see cref="ValidateClient"/> runs; with this set it builds it against this
+    /// CA only, instead of searching the system trust store on every handshake. Validation itself
+    /// stays with <see cref="ValidateClient"/>.
+    /// </summary>
+    public X509Certificate2? ClientCa { get; init; }
+
     /// <summary>Checks the client certificate (chain to our CA, not revoked, user allowed).</summary>
     public required Func<X509Certificate2, AuthResult> ValidateClient { get; init; }
 

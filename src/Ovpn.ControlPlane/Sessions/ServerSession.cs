@@ -341,6 +341,18 @@ public sealed class ServerSession
             },
         };
 
+        if (_o.ClientCa is { } ca)
+        {
+            var policy = new X509ChainPolicy
+            {
+                TrustMode = X509ChainTrustMode.CustomRootTrust,
+                RevocationMode = X509RevocationMode.NoCheck,
+                DisableCertificateDownloads = true,
+            };
+            policy.CustomTrustStore.Add(ca);
+            opts.CertificateChainPolicy = policy;
+        }
+
         _ = Task.Run(async () =>
         {
             try
