@@ -5,6 +5,9 @@
 # time until all are connected and the server's resident memory per connected idle peer. Two
 # network namespaces joined by a veth pair (10.202.0.0/24); nothing leaves them. Needs root.
 # Usage: bench/scale.sh [N ...]   (default: 100 1000 5000)
+# Profiling: SCALE_PERF=SECONDS records the ovpnas server with `perf record -g` for that long from
+# its start (JIT-compiled frames named through DOTNET_PerfMapEnabled=1) and prints the top
+# symbols after the table; SCALE_SKIP_STOCK=1 leaves out the stock server run.
 set -euo pipefail
 NS=("$@"); [ ${#NS[@]} -gt 0 ] || NS=(100 1000 5000)
 here=$(cd "$(dirname "$0")" && pwd)
@@ -21,14 +24,22 @@ run_scale() { # label server-pid profile
 }
 
 # ---- (a) stock openvpn server ----
+if [ -z "${SCALE_SKIP_STOCK:-}" ]; then
 ip netns exec "$S" openvpn --config "$W/stock-server.conf" >"$W/a-server.log" 2>&1 & SPID=$!; PIDS+=("$SPID")
 wait_log "$W/a-server.log" "Initialization Sequence Completed" 15
 run_scale a "$SPID" "$W/stock.ovpn"
 kill "$SPID" 2>/dev/null || true; wait "$SPID" 2>/dev/null || true
+fi
 
 # ---- (b) ovpnas (offload on: the multi-threaded engine; one control plane) ----
+[ -n "${SCALE_PERF:-}" ] && export DOTNET_PerfMapEnabled=1
 start_ovpnas "$W/ovpnas" true
+PERFPID=
+if [ -n "${SCALE_PERF:-}" ]; then
+  perf record -F 499 -g -p "$SPID" -o "$W/perf.data" -- sleep "$SCALE_PERF" >"$W/perf.log" 2>&1 & PERFPID=$!
+fi
 run_scale b "$SPID" "$W/ovpnas-udp.ovpn"
+[ -n "$PERFPID" ] && wait "$PERFPID"
 kill "$SPID" 2>/dev/null || true; wait "$SPID" 2>/dev/null || true
 
 echo
@@ -36,9 +47,16 @@ echo "Scale, UDP, tls-crypt, AES-256-GCM, concurrency 64, $(nproc) cores, $(date
 printf '%-7s %-28s %-28s %s\n' clients "stock: hs/s, s, KiB/peer" "ovpnas: hs/s, s, KiB/peer" "hs/s ratio"
 for n in "${NS[@]}"; do
   a=${OUT[a/$n]:-}; b=${OUT[b/$n]:-}
-  ah=$(echo "$a" | grep -oE 'handshakes_per_s=[0-9.]+' | cut -d= -f2); bh=$(echo "$b" | grep -oE 'handshakes_per_s=[0-9.]+' | cut -d= -f2)
-  as=$(echo "$a" | grep -oE ' seconds=[0-9.]+' | cut -d= -f2); bs=$(echo "$b" | grep -oE ' seconds=[0-9.]+' | cut -d= -f2)
-  ak=$(echo "$a" | grep -oE 'kb_per_peer=[0-9.-]+' | cut -d= -f2); bk=$(echo "$b" | grep -oE 'kb_per_peer=[0-9.-]+' | cut -d= -f2)
+  ah=$(echo "$a" | grep -oE 'handshakes_per_s=[0-9.]+' | cut -d= -f2 || true); bh=$(echo "$b" | grep -oE 'handshakes_per_s=[0-9.]+' | cut -d= -f2 || true)
+  as=$(echo "$a" | grep -oE ' seconds=[0-9.]+' | cut -d= -f2 || true); bs=$(echo "$b" | grep -oE ' seconds=[0-9.]+' | cut -d= -f2 || true)
+  ak=$(echo "$a" | grep -oE 'kb_per_peer=[0-9.-]+' | cut -d= -f2 || true); bk=$(echo "$b" | grep -oE 'kb_per_peer=[0-9.-]+' | cut -d= -f2 || true)
   ratio=$(awk -v x="${bh:-0}" -v y="${ah:-0}" 'BEGIN{ if (y>0) printf "%.2fx", x/y; else print "n/a"}')
   printf '%-7s %-28s %-28s %s\n' "$n" "${ah:-?}, ${as:-?}, ${ak:-?}" "${bh:-?}, ${bs:-?}, ${bk:-?}" "$ratio"
 done
+
+if [ -n "${SCALE_PERF:-}" ]; then
+  echo
+  echo "Profile of the ovpnas server, first ${SCALE_PERF}s (perf, self time by shared object, then by symbol):"
+  { perf report -i "$W/perf.data" --no-children --sort dso --stdio -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | head -15; } || true
+  { perf report -i "$W/perf.data" --no-children --sort dso,sym --stdio -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | head -40; } || true
+fi

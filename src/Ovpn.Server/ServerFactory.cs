@@ -72,6 +72,7 @@ public static class ServerFactory
             WrapKey = mode == ControlWrapMode.None ? null : StaticKey.Parse(ca.StaticKeyText),
             TlsAuthDigest = HashAlgorithmName.SHA1,
             ServerCertificate = ca.LoadServerCertificate(),
+            ClientCa = ca.CaCertificate,
             ValidateClient = cert =>
             {
                 if (!ca.ValidateClientCertificate(cert, out var cn, out var reason))

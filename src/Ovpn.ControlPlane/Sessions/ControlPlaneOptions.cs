@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: MIT
+using System.Net.Security;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using Ovpn.Protocol.Control;
@@ -24,6 +25,37 @@ public sealed record ControlPlaneOptions
     public HashAlgorithmName TlsAuthDigest { get; init; } = HashAlgorithmName.SHA1;
 
     public required X509Certificate2 ServerCertificate { get; init; }
+
+    /// <summary>
+    /// The server certificate as SslStream wants it, built once and shared by every session. Given
+    /// a bare certificate, each SslStream would build its own context (a chain build per handshake)
+    /// and, on Linux, its own native SSL_CTX; a shared context lets the runtime reuse one SSL_CTX.
+    /// </summary>
+    internal SslStreamCertificateContext ServerCertificateContext
+    {
+        get
+        {
+            var cached = _certContext;
+            if (cached is not null && ReferenceEquals(cached.Value.For, ServerCertificate))
+            {
+                return cached.Value.Context;
+            }
+
+            var ctx = SslStreamCertificateContext.Create(ServerCertificate, additionalCertificates: null, offline: true);
+            _certContext = (ServerCertificate, ctx);
+            return ctx;
+        }
+    }
+
+    private (X509Certificate2 For, SslStreamCertificateContext Context)? _certContext;
+
+    /// <summary>
+    /// The CA that issues client certificates, if known. SslStream builds a chain for the client's
+    /// certificate before <see cref="ValidateClient"/> runs; with this set it builds it against this
+    /// CA only, instead of searching the system trust store on every handshake. Validation itself
+    /// stays with <see cref="ValidateClient"/>.
+    /// </summary>
+    public X509Certificate2? ClientCa { get; init; }
 
     /// <summary>Checks the client certificate (chain to our CA, not revoked, user allowed).</summary>
     public required Func<X509Certificate2, AuthResult> ValidateClient { get; init; }

@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: MIT
+using System.Buffers;
 using System.Diagnostics;
 using System.Net;
 using System.Net.Security;
@@ -34,6 +35,15 @@ public sealed class ServerSession
 {
     private const int MaxKeyStates = 8;
     private const int TlsPayloadPerPacket = 1100;
+    private const int TlsReadBufferSize = 4096;
+
+    /// <summary>How long a key state must be quiet (all acked, nothing pending) before its handshake buffers are released.</summary>
+    private const long IdleTrimMs = 2000;
+
+    private const int IdleTickDivisor = 5;
+
+    /// <summary>How long a replaced key state lingers after the new key became primary (late retransmissions still get ACKs).</summary>
+    private const long RetiredKeyGraceMs = 5000;
 
     private readonly SessionManager _mgr;
     private readonly ControlPlaneOptions _o;
@@ -48,6 +58,9 @@ public sealed class ServerSession
     private bool _pushed;
     private HashAlgorithmName? _cbcDigest;
     private string? _closeReason;
+    private Action? _onTick;
+    private bool _quiet;
+    private int _skippedTicks; // touched by the manager's timer thread only
 
     public ServerSession(SessionManager mgr, ControlPlaneOptions o, ILinkTransport link, ulong peerSessionId, Stopwatch clock)
     {
@@ -120,7 +133,21 @@ public sealed class ServerSession
 
     public void PostPacket(byte[] wire) => Post(() => OnWire(wire));
 
-    public void PostTick() => Post(OnTick);
+    /// <summary>
+    /// Timer tick (every 200 ms from the manager). A quiet session (every key state trimmed) only
+    /// has second-granularity deadlines left (renegotiation), so it takes every
+    /// <see cref="IdleTickDivisor"/>-th tick: thousands of idle peers then cost a fifth of the
+    /// loop wake-ups, CPU that handshakes in progress can use.
+    /// </summary>
+    public void PostTick()
+    {
+        if (Volatile.Read(ref _quiet) && ++_skippedTicks % IdleTickDivisor != 0)
+        {
+            return;
+        }
+
+        Post(_onTick ??= OnTick);
+    }
 
     public void PostClose(string reason, string? notifyMessage = null) => Post(() => Close(reason, notifyMessage));
 
@@ -203,6 +230,9 @@ public sealed class ServerSession
             return;
         }
 
+        k.LastActivityMs = NowMs;
+        k.Trimmed = false;
+        Volatile.Write(ref _quiet, false);
         if (!k.Rel.OnReceived(p, NowMs))
         {
             _mgr.CountControlDrop("ReliabilityRejected");
@@ -213,7 +243,7 @@ public sealed class ServerSession
         {
             if (op == Opcode.ControlV1)
             {
-                k.Stream.Feed(payload.ToArray());
+                k.Stream.Feed(payload); // the reliability layer gave up this buffer: no copy
             }
         }
 
@@ -245,6 +275,7 @@ public sealed class ServerSession
 
     private void CreateKeyState(int keyId, Opcode ownReset)
     {
+        Volatile.Write(ref _quiet, false);
         var old = _keys[keyId];
         old?.Dispose();
         var k = new KeyCtx(keyId, new ReliableLayer(OwnSessionId, keyId), NowMs);
@@ -277,7 +308,7 @@ public sealed class ServerSession
         k.Ssl = ssl;
         var opts = new SslServerAuthenticationOptions
         {
-            ServerCertificate = _o.ServerCertificate,
+            ServerCertificateContext = _o.ServerCertificateContext,
             ClientCertificateRequired = true,
             EnabledSslProtocols = SslProtocols.Tls12 | SslProtocols.Tls13,
             CertificateRevocationCheckMode = X509RevocationMode.NoCheck,
@@ -310,25 +341,58 @@ public sealed class ServerSession
             },
         };
 
+        if (_o.ClientCa is { } ca)
+        {
+            var policy = new X509ChainPolicy
+            {
+                TrustMode = X509ChainTrustMode.CustomRootTrust,
+                RevocationMode = X509RevocationMode.NoCheck,
+                DisableCertificateDownloads = true,
+            };
+            policy.CustomTrustStore.Add(ca);
+            opts.CertificateChainPolicy = policy;
+        }
+
         _ = Task.Run(async () =>
         {
             try
             {
                 await ssl.AuthenticateAsServerAsync(opts).ConfigureAwait(false);
+
+                // Idle control channels should not keep OpenSSL's record buffers (most of a peer's
+                // memory); set before the first read, while nothing else runs on the stream.
+                Volatile.Write(ref k.TlsBuffersReleased, TlsBufferRelease.TryEnable(ssl));
                 string proto = ssl.SslProtocol.ToString();
                 string suite = ssl.NegotiatedCipherSuite.ToString();
                 Post(() => Log.Info("tls", $"{Describe}: key-id {k.KeyId}: {proto} {suite}"));
-                var buf = new byte[4096];
                 while (true)
                 {
-                    int n = await ssl.ReadAsync(buf).ConfigureAwait(false);
+                    // Idle key states hold no read buffer: a zero-byte read waits for ciphertext
+                    // without one (and lets SslStream return its own record buffer to the pool);
+                    // only then is a buffer rented for the actual read.
+                    await ssl.ReadAsync(Memory<byte>.Empty).ConfigureAwait(false);
+                    var buf = ArrayPool<byte>.Shared.Rent(TlsReadBufferSize);
+                    Volatile.Write(ref k.ReadBufferHeld, true);
+                    int n;
+                    try
+                    {
+                        n = await ssl.ReadAsync(buf.AsMemory(0, TlsReadBufferSize)).ConfigureAwait(false);
+                        if (n > 0)
+                        {
+                            var data = buf.AsSpan(0, n).ToArray();
+                            Post(() => OnTlsPlaintext(k, data));
+                        }
+                    }
+                    finally
+                    {
+                        Volatile.Write(ref k.ReadBufferHeld, false);
+                        ArrayPool<byte>.Shared.Return(buf);
+                    }
+
                     if (n <= 0)
                     {
                         return;
                     }
-
-                    var data = buf.AsSpan(0, n).ToArray();
-                    Post(() => OnTlsPlaintext(k, data));
                 }
             }
             catch (Exception e) when (e is AuthenticationException or IOException or ObjectDisposedException or InvalidOperationException)
@@ -708,6 +772,9 @@ public sealed class ServerSession
     {
         if (k.Ssl is { } ssl && !k.Disposed)
         {
+            k.LastActivityMs = NowMs;
+            k.Trimmed = false;
+            Volatile.Write(ref _quiet, false);
             k.Out.Write(ssl, plaintext);
         }
     }
@@ -753,6 +820,18 @@ public sealed class ServerSession
                 _primarySinceMs = now;
                 Log.Info("session", $"{Describe}: key-id {k.KeyId} is now primary");
             }
+
+            // A key state replaced by a newer primary is retired once the swap has settled: the data
+            // plane has its own copy of the keys, and its TLS session is never used again.
+            if (i != _primaryKeyId && i != _latestKeyId && k.DataKeysReady && now - _primarySinceMs >= RetiredKeyGraceMs)
+            {
+                Log.Debug("session", $"{Describe}: key-id {k.KeyId} retired");
+                k.Dispose();
+                _keys[i] = null;
+                continue;
+            }
+
+            TrimIfIdle(k, now);
         }
 
         if (Authenticated && _o.RenegotiateSeconds > 0 && _primaryKeyId >= 0 && _latestKeyId == _primaryKeyId &&
@@ -760,7 +839,56 @@ public sealed class ServerSession
         {
             StartRenegotiation($"reneg-sec {_o.RenegotiateSeconds}");
         }
+
+        UpdateQuiet();
     }
+
+    /// <summary>
+    /// Releases what only the handshake needed once an established key state has been quiet for
+    /// <see cref="IdleTrimMs"/>: the reliability windows' storage (the TLS reader already holds no
+    /// buffer between records). The SslStream itself stays: PUSH_REPLY, AUTH_FAILED, RESTART and
+    /// the client's EXIT still travel over it, and anything sent or received grows the windows again.
+    /// </summary>
+    private void TrimIfIdle(KeyCtx k, long now)
+    {
+        if (k.Trimmed || !k.DataKeysReady || k.SwapPending || k.CloseAtMs != 0 || now - k.LastActivityMs < IdleTrimMs ||
+            !k.Out.IsIdle || !k.Rel.IsIdle)
+        {
+            return;
+        }
+
+        k.Trimmed = k.Rel.TrimIdle();
+    }
+
+    /// <summary>Whether the session currently takes only every fifth timer tick (tests).</summary>
+    internal bool IsQuietForTests => Volatile.Read(ref _quiet);
+
+    /// <summary>Quiet = authenticated and every key state trimmed (nothing in flight, no deadline under a second).</summary>
+    private void UpdateQuiet()
+    {
+        bool quiet = Authenticated && !_closed;
+        for (int i = 0; quiet && i < MaxKeyStates; i++)
+        {
+            if (_keys[i] is { } k && !k.Trimmed)
+            {
+                quiet = false;
+            }
+        }
+
+        Volatile.Write(ref _quiet, quiet);
+    }
+
+    /// <summary>A snapshot of one key state's memory-relevant state, taken on the session's loop (tests).</summary>
+    internal KeyStateInfo? GetKeyStateForTests(int keyId, TimeSpan timeout)
+    {
+        var tcs = new TaskCompletionSource<KeyStateInfo?>(TaskCreationOptions.RunContinuationsAsynchronously);
+        Post(() => tcs.TrySetResult(_keys[keyId] is { } k
+            ? new KeyStateInfo(k.KeyId, k.DataKeysReady, k.Trimmed, Volatile.Read(ref k.ReadBufferHeld), k.Rel.BufferedBytes, k.Rel.IsIdle, Volatile.Read(ref k.TlsBuffersReleased))
+            : null));
+        return tcs.Task.Wait(timeout) ? tcs.Task.Result : null;
+    }
+
+    internal sealed record KeyStateInfo(int KeyId, bool DataKeysReady, bool Trimmed, bool HasReadBuffer, int ReliabilityBufferedBytes, bool ReliabilityIdle, bool TlsBuffersReleased);
 
     private void StartRenegotiation(string why)
     {
@@ -883,6 +1011,17 @@ public sealed class ServerSession
         public string? CertCommonName;
         public string? AuthFailure;
         public bool Disposed;
+
+        /// <summary>Set by the TLS reader while it holds a rented plaintext buffer (between a record's arrival and its hand-off).</summary>
+        public bool ReadBufferHeld;
+
+        /// <summary>OpenSSL frees this key state's record buffers between records (SSL_MODE_RELEASE_BUFFERS).</summary>
+        public bool TlsBuffersReleased;
+
+        /// <summary>The key state was quiet long enough and its windows' storage was released; cleared by any activity.</summary>
+        public bool Trimmed;
+
+        public long LastActivityMs = startedMs;
 
         public void Dispose()
         {

@@ -21,6 +21,9 @@ internal sealed class TlsOutbox(int payloadPerPacket)
     /// <summary>Completes when every plaintext write handed to <see cref="Write"/> so far has been encrypted.</summary>
     public Task WriteChain { get; private set; } = Task.CompletedTask;
 
+    /// <summary>True when no ciphertext waits for the reliability layer and every plaintext write has been encrypted.</summary>
+    public bool IsIdle => _pending.IsEmpty && WriteChain.IsCompleted;
+
     /// <summary>Ciphertext from SslStream (called from its write path).</summary>
     public void Enqueue(byte[] ciphertext) => _pending.Enqueue(ciphertext);
 

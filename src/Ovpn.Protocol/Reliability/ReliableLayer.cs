@@ -95,6 +95,56 @@ public sealed class ReliableLayer
     public bool AllAcked => _inFlight.Count == 0 && _backlog.Count == 0;
 
     /// <summary>
+    /// True when nothing is in flight, waiting, received-but-unread or owed an ACK: the key state
+    /// is quiet and <see cref="TrimIdle"/> may release the windows' storage.
+    /// </summary>
+    public bool IsIdle => _inFlight.Count == 0 && _backlog.Count == 0 && _received.Count == 0 && _pendingAcks.Count == 0;
+
+    /// <summary>Payload bytes held by the send window, the backlog and the receive window.</summary>
+    public int BufferedBytes
+    {
+        get
+        {
+            int n = 0;
+            foreach (var e in _inFlight)
+            {
+                n += e.Payload.Length;
+            }
+
+            foreach (var (_, payload) in _backlog)
+            {
+                n += payload.Length;
+            }
+
+            foreach (var (_, (_, payload)) in _received)
+            {
+                n += payload.Length;
+            }
+
+            return n;
+        }
+    }
+
+    /// <summary>
+    /// Releases the storage of the (empty) windows of an idle key state; they grow again on the
+    /// next message. Msg-id counters and recently ACKed ids are kept, so the protocol state is
+    /// unchanged. Returns false (and does nothing) unless <see cref="IsIdle"/>.
+    /// </summary>
+    public bool TrimIdle()
+    {
+        if (!IsIdle)
+        {
+            return false;
+        }
+
+        _inFlight.TrimExcess();
+        _backlog.TrimExcess();
+        _received.TrimExcess();
+        _pendingAcks.TrimExcess();
+        return true;
+    }
+
+    /// <summary>
     /// Earliest time at which <see cref="TryGetPacketToSend"/> has something to do;
     /// <see cref="long.MinValue"/> means "now"; null means nothing is scheduled.
     /// </summary>
