@@ -254,7 +254,7 @@ public static class ConnectCommand
 
         public IDataPlane Engine => _dp;
 
-        public string Description => $"{_dp.EngineName} {_dp.EngineVersion} (P2P, kernel, {_dp.InterfaceName} kind {_dp.LinkKind})";
+        public string Description => $"{_dp.EngineName} {_dp.EngineVersion} (P2P, device {_dp.InterfaceName} kind {_dp.LinkKind})";
 
         public string Reason { get; }
 

@@ -144,7 +144,9 @@ log "===== D: ovpnas serve (kernel MP) + ovpnas connect --dco kernel (kernel P2P
 SL=$OUT/server-kernel-D.log; CL=$OUT/client-D.log; CD=$OUT/cdata-D
 start_server $SL
 rm -rf "$CD"; mkdir -p "$CD"
-C dotnet "$CLI" connect "$PROFILE" --dco kernel --data-dir "$CD" > $CL 2>&1 &
+# Not through the C() function: a backgrounded function is a subshell, and SIGTERM must reach the client itself
+# (ip netns exec execs dotnet, so $! is the client).
+ip netns exec $NSC dotnet "$CLI" connect "$PROFILE" --dco kernel --data-dir "$CD" > $CL 2>&1 &
 DPID=$!
 waitfor $CL 'Initialization Sequence Completed|Unhandled|cannot set up|giving up' 120
 grep -q 'Initialization Sequence Completed' $CL; check "[D] ovpnas connect --dco kernel connected" $?
