@@ -14,7 +14,8 @@ namespace Ovpn.Cli;
 /// <summary>
 /// `ovpnas connect PROFILE.ovpn [--dco auto|userspace|kernel|off] [--data-dir DIR]`: the built-in
 /// OpenVPN client (Linux). The tunnel is a TUN device configured from the server's push; the data
-/// channel runs where <see cref="ClientDcoPolicy"/> says: by default (auto) the userspace offload
+/// channel runs where <see cref="ClientDcoPolicy"/> says: by default (auto) the kernel ovpn module in
+/// P2P mode when it is usable and the link UDP with an AEAD cipher, else the userspace offload
 /// engine in client mode (multi-queue TUN, batched UDP, OpenSSL EVP), the managed engine with
 /// --dco off or `disable-dco` in the profile. Ctrl-C / SIGTERM sends EXIT and removes the TUN and
 /// its routes. The status file (DIR/client-status.json) is what `ovpnas connect --status` prints.
@@ -74,9 +75,14 @@ public static class ConnectCommand
         using var intr = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; stop.Cancel(); });
         if (dco == ClientDcoMode.Kernel && !profile.DisableDco)
         {
-            // Fail loudly rather than quietly running elsewhere than asked.
-            throw new NotSupportedException("--dco kernel: the client's kernel ovpn (point-to-point) data path is not implemented yet; " +
-                "use --dco auto or --dco userspace (userspace offload engine)");
+            // Fail before connecting for what is known now (module, TCP); the cipher and peer-id are
+            // checked by ClientDcoPolicy once the server pushed them.
+            var st = KernelDco.Probe();
+            bool allTcp = profile.Remotes.Count > 0 && profile.Remotes.All(r => r.Tcp);
+            if (ClientDcoPolicy.KernelBlocker(allTcp, Protocol.Keys.DataCipher.Aes256Gcm, null, st.Usable ? null : st.ToString()) is { } why)
+            {
+                throw new NotSupportedException($"--dco kernel: {why}; use --dco auto or --dco userspace");
+            }
         }
 
         var client = new VpnClient(profile, new LinuxClientDataPathFactory(dco), statusPath);
@@ -147,43 +153,50 @@ public static class ConnectCommand
     }
 
     /// <summary>
-    /// The client's data path on Linux: <see cref="ClientDcoPolicy"/> decides, then either the
-    /// userspace offload engine in client mode over a multi-queue TUN (<see cref="OffloadClientPlatform"/>)
-    /// or the managed engine over a single-queue TUN. The kernel module is probed once (auto); its
-    /// client path is not implemented, so a usable module still gets the userspace engine, with the reason logged.
+    /// The client's data path on Linux: <see cref="ClientDcoPolicy"/> decides, then the kernel module in
+    /// P2P mode (<see cref="KernelClientDataPlane"/>), the userspace offload engine in client mode over a
+    /// multi-queue TUN (<see cref="OffloadClientPlatform"/>) or the managed engine over a single-queue TUN.
+    /// The kernel module is probed once per client (auto and kernel). auto falls back (kernel → userspace →
+    /// managed) when an engine cannot start; an explicit --dco kernel|userspace fails instead.
     /// </summary>
     private sealed class LinuxClientDataPathFactory(ClientDcoMode mode) : IClientDataPathFactory
     {
         private readonly LinuxClientTunFactory _tuns = new();
-        private string? _kernelStatus;
-        private bool _probed;
+        private KernelDcoStatus? _kernel;
 
         public IClientDataPlane Create(ClientDataPathRequest r)
         {
             bool tcp = r.Link.IsTcp;
-            if (mode == ClientDcoMode.Auto && !r.DisableDco && !tcp && !_probed)
+            bool wantKernel = mode is ClientDcoMode.Auto or ClientDcoMode.Kernel;
+            if (wantKernel && !r.DisableDco && !tcp && _kernel is null)
             {
-                _probed = true;
-                var st = KernelDco.Probe();
-                _kernelStatus = st.Usable ? null : st.ToString();
+                _kernel = KernelDco.Probe();
             }
 
-            var (kind, reason) = ClientDcoPolicy.Choose(mode, r.DisableDco, tcp, r.Cipher, r.Peer.OffloadBlocker,
-                _probed ? _kernelStatus : "kernel DCO not probed");
+            string? kernelStatus = _kernel is null ? "kernel DCO not probed" : _kernel.Usable ? null : _kernel.ToString();
+            var (kind, reason) = ClientDcoPolicy.Choose(mode, r.DisableDco, tcp, r.Cipher, r.Peer.OffloadBlocker, kernelStatus);
+            if (kind == ClientEngineKind.Managed)
+            {
+                return new ManagedClientDataPlane(_tuns, r, reason);
+            }
+
             if (kind == ClientEngineKind.Kernel)
             {
                 if (mode == ClientDcoMode.Kernel)
                 {
-                    throw new NotSupportedException("--dco kernel: the client's kernel ovpn (point-to-point) data path is not implemented yet");
+                    return new KernelClientDataPlane(r, reason);
                 }
 
-                kind = ClientEngineKind.Userspace;
-                reason = "auto: kernel ovpn module usable, but the client's kernel data path is not implemented yet";
-            }
-
-            if (kind == ClientEngineKind.Managed)
-            {
-                return new ManagedClientDataPlane(_tuns, r, reason);
+                try
+                {
+                    return new KernelClientDataPlane(r, reason);
+                }
+                catch (Exception e) when (e is IOException or NotSupportedException or InvalidOperationException
+                    or UnauthorizedAccessException or ArgumentException)
+                {
+                    Log.Warn("client", $"kernel data path could not start ({e.Message}); using the userspace offload engine");
+                    reason = $"auto: kernel data path failed to start: {e.Message}";
+                }
             }
 
             if (mode != ClientDcoMode.Auto)
@@ -202,6 +215,81 @@ public static class ConnectCommand
                 Log.Warn("client", $"userspace offload could not start ({e.Message}); using the managed engine");
                 return new ManagedClientDataPlane(_tuns, r, $"auto: offload engine failed to start: {e.Message}");
             }
+        }
+    }
+
+    /// <summary>
+    /// The kernel ovpn module in P2P mode: an ovpn-dco netdev (ovpncN) configured exactly like the TUN
+    /// (<see cref="LinuxClientTunFactory.Configure(string, Action{int}, Action{IPAddress, int}, Action, ClientTunSettings)"/>),
+    /// one peer (the server) on the client's UDP socket. The kernel encrypts and decrypts; the client keeps
+    /// reading the socket (control packets are not consumed by the module), so <see cref="ReadsUdpSocket"/> is
+    /// false. Keepalive runs in the kernel (SET_PEER from ping/ping-restart), its expiry comes back as a DEL_PEER
+    /// notification (EXPIRED), which the client turns into ping-restart. Counters come from GET_PEER.
+    /// </summary>
+    private sealed class KernelClientDataPlane : IClientDataPlane
+    {
+        private readonly KernelDataPlane _dp;
+        private readonly List<string> _routes;
+        private long _userspaceData;
+
+        public KernelClientDataPlane(ClientDataPathRequest r, string reason)
+        {
+            if (r.UdpSocket is null)
+            {
+                throw new NotSupportedException("the client's kernel data path carries UDP only");
+            }
+
+            Reason = reason;
+            _dp = KernelClientPlatform.Create(r.UdpSocket, r.Events);
+            try
+            {
+                _routes = LinuxClientTunFactory.Configure(_dp.InterfaceName, _dp.SetMtu, _dp.AddAddress, () => _dp.SetUp(), r.Tun);
+            }
+            catch
+            {
+                _dp.Dispose();
+                throw;
+            }
+        }
+
+        public IDataPlane Engine => _dp;
+
+        public string Description => $"{_dp.EngineName} {_dp.EngineVersion} (P2P, device {_dp.InterfaceName} kind {_dp.LinkKind})";
+
+        public string Reason { get; }
+
+        public string TunName => _dp.InterfaceName;
+
+        public bool ReadsUdpSocket => false;
+
+        public void Start()
+        {
+        }
+
+        public void Tick()
+        {
+            // Keepalive and its expiry run in the kernel (SET_PEER); nothing to drive from here.
+        }
+
+        public void SendOccExit(uint peerId)
+        {
+            // The data channel keys live in the kernel, so userspace cannot seal an OCC EXIT; servers that
+            // announce cc-exit get EXIT on the control channel instead (VpnClient prefers it).
+            Log.Info("client", "kernel data path: OCC EXIT not sent (keys are in the kernel; the server sees the keepalive expire)");
+        }
+
+        public void OnLinkPacket(ILinkTransport link, ReadOnlySpan<byte> packet, Span<byte> scratch)
+        {
+            // A data packet the module handed back (e.g. one that raced NEW_PEER/NEW_KEY, or an unknown
+            // key-id): userspace holds no keys, so it is dropped, as the kernel would.
+            Interlocked.Increment(ref _userspaceData);
+        }
+
+        public void Dispose()
+        {
+            LinuxClientTunFactory.RemoveRoutes(_routes);
+            // RTM_DELLINK frees the peer and its keys in the kernel.
+            _dp.Dispose();
         }
     }
 
@@ -280,27 +368,32 @@ public static class ConnectCommand
         }
 
         /// <summary>MTU, addresses, link up and routes; returns the routes added (for removal).</summary>
-        public static List<string> Configure(Platform.Linux.TunDevice tun, ClientTunSettings s)
+        public static List<string> Configure(Platform.Linux.TunDevice tun, ClientTunSettings s) =>
+            Configure(tun.Name, tun.SetMtu, tun.AddAddress, tun.SetUp, s);
+
+        /// <summary>The same for any netdev (the kernel data path's ovpn-dco device is configured exactly like the TUN).</summary>
+        public static List<string> Configure(string name, Action<int> setMtu, Action<IPAddress, int> addAddress, Action setUp,
+            ClientTunSettings s)
         {
             var routes = new List<string>();
-            tun.SetMtu(s.Mtu);
+            setMtu(s.Mtu);
             if (s.PeerAddress is { } peer)
             {
                 // net30 / p2p topology: a point-to-point address pair.
-                tun.AddAddress(s.Address, 32);
-                tun.SetUp();
-                Ip("route", "add", $"{peer}/32", "dev", tun.Name);
+                addAddress(s.Address, 32);
+                setUp();
+                Ip("route", "add", $"{peer}/32", "dev", name);
                 routes.Add($"{peer}/32");
             }
             else
             {
-                tun.AddAddress(s.Address, s.PrefixLength);
-                tun.SetUp();
+                addAddress(s.Address, s.PrefixLength);
+                setUp();
             }
 
             if (s.Address6 is { } a6)
             {
-                tun.AddAddress(a6, s.Prefix6);
+                addAddress(a6, s.Prefix6);
             }
 
             if (s.RedirectGatewayServer is { } server && !IPAddress.IsLoopback(server))
@@ -314,7 +407,7 @@ public static class ConnectCommand
 
                 foreach (var half in new[] { "0.0.0.0/1", "128.0.0.0/1" })
                 {
-                    if (Ip("route", "replace", half, "dev", tun.Name))
+                    if (Ip("route", "replace", half, "dev", name))
                     {
                         routes.Add(half);
                     }
@@ -324,7 +417,7 @@ public static class ConnectCommand
             foreach (var (net, prefix) in s.Routes.Concat(s.Routes6))
             {
                 string cidr = $"{net}/{prefix}";
-                if (Ip("route", "replace", cidr, "dev", tun.Name))
+                if (Ip("route", "replace", cidr, "dev", name))
                 {
                     routes.Add(cidr);
                 }

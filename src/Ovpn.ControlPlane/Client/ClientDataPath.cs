@@ -44,16 +44,19 @@ public static class ClientDcoModes
 /// The client's data-path decision, kept pure so that it can be tested without a platform:
 /// <list type="bullet">
 /// <item>off (--dco off, or `disable-dco` in the profile): managed engine;</item>
+/// <item>kernel asked explicitly (--dco kernel): the kernel module (ovpn-dco-v2 / ovpn, P2P mode) or a
+/// <see cref="NotSupportedException"/> naming why not (module unusable, TCP link, non-AEAD cipher, no peer-id):
+/// never quietly another engine than asked;</item>
 /// <item>a peer offload cannot carry (no peer-id pushed = DATA_V1, or a CBC cipher): managed engine
-/// whatever was asked, with the reason (both the kernel module and our offload engine refuse such peers);</item>
-/// <item>kernel: asked explicitly = kernel (the caller fails loudly if it cannot);
-/// auto = kernel when the module is usable, the link is UDP and the cipher AEAD, else userspace;</item>
+/// with the reason (both the kernel module and our offload engine refuse such peers);</item>
+/// <item>auto = kernel when the module is usable, the link is UDP and the cipher AEAD, else userspace;</item>
 /// <item>userspace: the userspace offload engine (UDP or TCP).</item>
 /// </list>
 /// </summary>
 public static class ClientDcoPolicy
 {
     /// <param name="kernelStatus">null when the kernel module is usable, else why not.</param>
+    /// <exception cref="NotSupportedException">--dco kernel and the kernel cannot carry this connection.</exception>
     public static (ClientEngineKind Kind, string Reason) Choose(ClientDcoMode mode, bool profileDisablesDco, bool tcp,
         DataCipher cipher, string? peerBlocker, string? kernelStatus)
     {
@@ -65,6 +68,11 @@ public static class ClientDcoPolicy
         if (mode == ClientDcoMode.Off)
         {
             return (ClientEngineKind.Managed, "offload off: --dco off");
+        }
+
+        if (mode == ClientDcoMode.Kernel && KernelBlocker(tcp, cipher, peerBlocker, kernelStatus) is { } why)
+        {
+            throw new NotSupportedException($"--dco kernel: {why}; use --dco auto or --dco userspace");
         }
 
         if (!DataCipherNames.IsAead(cipher))
@@ -92,6 +100,27 @@ public static class ClientDcoPolicy
                 return (ClientEngineKind.Userspace, tcp ? "auto: TCP link (kernel offload is used for UDP only)"
                     : $"auto: {kernelStatus}");
         }
+    }
+
+    /// <summary>Why the kernel module cannot carry this connection, or null when it can.</summary>
+    public static string? KernelBlocker(bool tcp, DataCipher cipher, string? peerBlocker, string? kernelStatus)
+    {
+        if (kernelStatus is not null)
+        {
+            return kernelStatus;
+        }
+
+        if (tcp)
+        {
+            return "TCP link (the kernel data path here carries UDP only)";
+        }
+
+        if (!DataCipherNames.IsAead(cipher))
+        {
+            return $"cipher {DataCipherNames.ToName(cipher)} is not AEAD (the kernel module does AES-GCM and ChaCha20-Poly1305 only)";
+        }
+
+        return peerBlocker;
     }
 }
 

@@ -46,8 +46,10 @@ public sealed record ClientStatus(
 /// when cancelled.
 ///
 /// Data path: an <see cref="IClientDataPathFactory"/> from the front end builds TUN + engine with one
-/// peer (the server): the userspace offload engine in client mode, or the managed engine
-/// (<see cref="ManagedClientDataPlane"/>, also the default without a factory). Hand-over of the UDP
+/// peer (the server): the kernel ovpn module in P2P mode, the userspace offload engine in client mode,
+/// or the managed engine (<see cref="ManagedClientDataPlane"/>, also the default without a factory).
+/// The kernel path never takes the socket over (the module consumes only its data packets, control
+/// packets stay in the socket's queue), so the client's loop keeps reading it. Hand-over of the UDP
 /// socket: until the data path exists the client's own receive loop reads the socket; when the
 /// engine reads it itself (<see cref="IClientDataPlane.ReadsUdpSocket"/>) that loop is cancelled
 /// right after the engine started, and control packets come up through the engine's

@@ -7,6 +7,10 @@
 #      client exit -> peer gone from the kernel (GET_PEER dump by DcoDriver --peers).
 #   B. same server, client --disable-dco: ping both ways, transfer; then `ovpnas dco-reload` (server stop ->
 #      module reload -> server start) while connected: the client reconnects by itself, traffic flows; exit.
+#   D. OUR client: `ovpnas connect --dco kernel` (kernel module in P2P mode, ovpncN) against the same
+#      kernel server: its log line names the engine + module version, ip -details kind ovpn-dco, ping both
+#      ways, iperf3, `connect --status` path = kernel + GET_PEER counters, SIGTERM -> device removed, the
+#      server logs the exit and drops the peer from its kernel.
 #   C. module unloaded (rmmod), server restarted: log says the kernel module is not used and why, the
 #      userspace offload engine serves (as0t0 is a tun device), ping both ways + iperf3.
 set -u
@@ -25,6 +29,7 @@ D=$KDCO_FLOW_DATA; CLI=$KDCO_CLI; PROFILE=$KDCO_FLOW_PROFILE
 CPID=""; SPID=""
 cleanup() {
   [ -n "$CPID" ] && kill "$CPID" 2>/dev/null
+  [ -n "${DPID:-}" ] && kill "$DPID" 2>/dev/null
   for p in $(serverpids); do kill "$p" 2>/dev/null; done
   sleep 1; ip netns del $NSS 2>/dev/null; ip netns del $NSC 2>/dev/null
 }
@@ -133,6 +138,46 @@ kpeers | tee $OUT/peers-B.txt | proof
 grep -q '^PEERS 0 ' $OUT/peers-B.txt; check "[B] peer removed from the kernel after client exit" $?
 stop_server
 ip -n $NSS link show as0t0 >/dev/null 2>&1; [ $? != 0 ]; check "[B] as0t0 removed at server stop" $?
+
+# ---------- D: OUR client (`ovpnas connect --dco kernel`) on the kernel module in P2P mode
+log "===== D: ovpnas serve (kernel MP) + ovpnas connect --dco kernel (kernel P2P)"
+SL=$OUT/server-kernel-D.log; CL=$OUT/client-D.log; CD=$OUT/cdata-D
+start_server $SL
+rm -rf "$CD"; mkdir -p "$CD"
+# Not through the C() function: a backgrounded function is a subshell, and SIGTERM must reach the client itself
+# (ip netns exec execs dotnet, so $! is the client).
+ip netns exec $NSC dotnet "$CLI" connect "$PROFILE" --dco kernel --data-dir "$CD" > $CL 2>&1 &
+DPID=$!
+waitfor $CL 'Initialization Sequence Completed|Unhandled|cannot set up|giving up' 120
+grep -q 'Initialization Sequence Completed' $CL; check "[D] ovpnas connect --dco kernel connected" $?
+grep -E 'data channel|TUN .* up|rror' $CL | head -4 | proof
+grep -qF "data channel offload: kernel ovpn-dco-v2 $MODVER (P2P" $CL; check "[D] client log names the kernel engine + module version $MODVER (P2P)" $? \
+  "$(grep -m1 -oE 'data channel offload: kernel[^;]*' $CL)"
+CIF=$(grep -m1 -oE 'TUN [a-z0-9]+ up' $CL | awk '{print $2}'); CIF=${CIF:-ovpnc0}
+ip -n $NSC -details link show "$CIF" > $OUT/cif-D.txt 2>&1; proof < $OUT/cif-D.txt
+sed -n 3p $OUT/cif-D.txt | grep -qE '^ *ovpn-dco '; check "[D] ip -details: client $CIF is an ovpn-dco device" $?
+sip=$(addr $NSS as0t0); cip=$(addr $NSC "$CIF")
+C ping -c 3 -W 5 "$sip" > $OUT/ping-c2s-D.txt 2>&1; check "[D] ping client -> server $sip" $? "$(grep -oE '[0-9]+ received' $OUT/ping-c2s-D.txt)"
+S ping -c 3 -W 5 "$cip" > $OUT/ping-s2c-D.txt 2>&1; check "[D] ping server -> client $cip" $? "$(grep -oE '[0-9]+ received' $OUT/ping-s2c-D.txt)"
+iperf D
+C dotnet "$CLI" connect --status --data-dir "$CD" > $OUT/cstatus-D.txt 2>&1
+grep -E '"(state|path|tun|vpnRxBytes|vpnTxBytes)"' $OUT/cstatus-D.txt | proof
+grep -qE '"path": "kernel ovpn-dco-v2 ' $OUT/cstatus-D.txt; check "[D] connect --status: path is the kernel" $?
+vtx=$(grep -oE '"vpnTxBytes": [0-9]+' $OUT/cstatus-D.txt | grep -oE '[0-9]+$')
+[ "${vtx:-0}" -gt 100000 ]; check "[D] connect --status counters (GET_PEER) counted the iperf traffic" $? "vpnTxBytes ${vtx:-?}"
+kpeers | tee $OUT/peers-D1.txt | proof
+grep -q '^PEERS 1 ' $OUT/peers-D1.txt; check "[D] server kernel holds our client's peer" $?
+log "client SIGTERM"
+kill -TERM $DPID; for i in $(seq 1 30); do kill -0 $DPID 2>/dev/null || break; sleep 0.5; done
+kill -0 $DPID 2>/dev/null; [ $? != 0 ]; check "[D] client exited on SIGTERM" $?; DPID=""
+tail -3 $CL | proof
+C ip link show "$CIF" >/dev/null 2>&1; [ $? != 0 ]; check "[D] client interface $CIF removed" $?
+sleep 2
+grep -E 'disconnected|EXIT|exit' $SL | tail -2 | proof
+grep -qE 'disconnected|EXIT' $SL; check "[D] server logs the client's exit" $?
+kpeers | tee $OUT/peers-D2.txt | proof
+grep -q '^PEERS 0 ' $OUT/peers-D2.txt; check "[D] peer removed from the server's kernel after client exit" $?
+stop_server
 
 # ---------- C: module unloaded -> userspace offload engine
 log "===== C: rmmod ovpn_dco_v2, restart ovpnas serve"
