@@ -60,6 +60,14 @@ public sealed record OffloadOptions
     /// <summary>Whether Dispose also disposes the <see cref="IBatchDatagramSocket"/> wrappers (their
     /// native buffers; a <c>UdpBatchSocket</c> never closes the server's socket itself).</summary>
     public bool OwnsDatagramSockets { get; init; }
+
+    /// <summary>
+    /// Userspace GRO before the TUN write (<see cref="TcpCoalescer"/>): consecutive TCP segments
+    /// of a flow within one receive batch become one GSO super-packet, so the kernel runs the inner
+    /// TCP receive path once per super-packet. Takes effect only when the TUN queues implement
+    /// <see cref="IVnetTunDevice"/> (opened with IFF_VNET_HDR); otherwise every packet is written alone.
+    /// </summary>
+    public bool TunCoalesce { get; init; } = true;
 }
 
 /// <summary>
@@ -75,6 +83,7 @@ public sealed record OffloadOptions
 ///          [TCP readers]    the server calls OnLinkPacket: same dispatch (one copy into a buffer)
 ///  OPEN:  key slot by key-id -> replay pre-check -> AEAD open in place -> replay update
 ///         -> float / wrong-link check -> ping/OCC consumed -> source-address check -> TUN write
+///         (with a vnet TUN: into the context's TcpCoalescer, flushed at the end of each batch)
 ///  tun  -> [TUN reader xQ]  read after 24 bytes of headroom -> IPv4 destination -> peer -> SEAL
 ///  SEAL:  primary key -> packet-id (never wraps) -> AEAD seal in place (header, packet id and tag
 ///         written into the headroom) -> sendmmsg (UDP) or TcpLinkTransport.Send
@@ -147,7 +156,7 @@ public sealed class OffloadDataPlane : IDataPlane, ILinkPacketSink
         _workers = new Worker[_o.Inline ? 0 : _o.Workers];
         for (int i = 0; i < _workers.Length; i++)
         {
-            _workers[i] = new Worker(this, i, withQueue: true);
+            _workers[i] = new Worker(this, i, withQueue: true, coalesce: true);
         }
 
         _timerContext = new Worker(this, 0, withQueue: false);
@@ -480,7 +489,7 @@ public sealed class OffloadDataPlane : IDataPlane, ILinkPacketSink
     private void RunUdpReader(int socketIndex)
     {
         var sock = _sockets[socketIndex];
-        var ctx = new Worker(this, socketIndex, withQueue: false);
+        var ctx = new Worker(this, socketIndex, withQueue: false, coalesce: true);
         var bufs = new PacketBuffer[_o.BatchSize];
         int have = 0;
         try
@@ -519,6 +528,9 @@ public sealed class OffloadDataPlane : IDataPlane, ILinkPacketSink
                     b.SocketIndex = socketIndex;
                     HandleDatagram(sock, b, ctx);
                 }
+
+                // The batch's coalesced TCP segments go to TUN now: nothing is held across batches.
+                ctx.FlushTun();
 
                 // Slots 0..n were handed on; compact the still-owned buffers to the front.
                 int remaining = have - n;
@@ -889,7 +901,12 @@ public sealed class OffloadDataPlane : IDataPlane, ILinkPacketSink
         private readonly int[] _pendingCount;
         private readonly ITunDevice _tun;
 
-        public Worker(OffloadDataPlane dp, int index, bool withQueue)
+        // Set when this context writes to a vnet TUN with coalescing on (UDP readers and pipelined
+        // workers, which flush per batch); TCP link contexts and TUN readers write packets alone.
+        private readonly TcpCoalescer? _coalescer;
+        private readonly IVnetTunDevice? _vnetTun;
+
+        public Worker(OffloadDataPlane dp, int index, bool withQueue, bool coalesce = false)
         {
             _dp = dp;
             Index = index;
@@ -903,6 +920,31 @@ public sealed class OffloadDataPlane : IDataPlane, ILinkPacketSink
 
             _pendingCount = new int[_pending.Length];
             _tun = dp._tunQueues[(index & int.MaxValue) % dp._tunQueues.Length];
+            if (coalesce && dp._o.TunCoalesce && _tun is IVnetTunDevice vnet)
+            {
+                _vnetTun = vnet;
+                _coalescer = new TcpCoalescer();
+            }
+        }
+
+        /// <summary>Writes what the coalescer holds (end of a receive batch).</summary>
+        public void FlushTun()
+        {
+            if (_coalescer is null)
+            {
+                return;
+            }
+
+            try
+            {
+                _coalescer.Flush(_vnetTun!);
+            }
+            catch (Exception e) when (e is not OutOfMemoryException)
+            {
+                _coalescer.Reset();
+                _dp.CountGlobal(OffloadDropReason.SendFailed);
+                _dp.LastWorkerError = e.GetType().Name + ": " + e.Message;
+            }
         }
 
         public int Index { get; }
@@ -945,6 +987,7 @@ public sealed class OffloadDataPlane : IDataPlane, ILinkPacketSink
                 }
 
                 Flush();
+                FlushTun();
             }
         }
 
@@ -1103,7 +1146,14 @@ public sealed class OffloadDataPlane : IDataPlane, ILinkPacketSink
 
             try
             {
-                _tun.Write(plain);
+                if (_coalescer is not null)
+                {
+                    _coalescer.Add(plain, _vnetTun!);
+                }
+                else
+                {
+                    _tun.Write(plain);
+                }
             }
             catch (Exception e) when (e is not OutOfMemoryException)
             {
