@@ -132,6 +132,7 @@ public sealed class OffloadDataPlane : IDataPlane, ILinkPacketSink
     private volatile bool _stopping;
     private bool _started;
     private long _tunPackets, _tunBytes;
+    private long _tunGsoFrames, _tunGsoSegments;
 
     public OffloadDataPlane(IReadOnlyList<IBatchDatagramSocket> udpSockets, IReadOnlyList<ITunDevice> tunQueues,
         IDataPlaneEvents events, OffloadOptions? options = null, TimeProvider? time = null)
@@ -194,6 +195,14 @@ public sealed class OffloadDataPlane : IDataPlane, ILinkPacketSink
     public long TunPacketsWritten => Interlocked.Read(ref _tunPackets);
 
     public long TunBytesWritten => Interlocked.Read(ref _tunBytes);
+
+    /// <summary>Whether TUN writes go through the coalescer (vnet TUN queues and <see cref="OffloadOptions.TunCoalesce"/>).</summary>
+    public bool TunCoalescing => _o.TunCoalesce && _tunQueues.Length > 0 && _tunQueues[0] is IVnetTunDevice;
+
+    /// <summary>GSO super-packets written to TUN, and the segments they carried (updated per batch).</summary>
+    public long TunGsoFramesWritten => Interlocked.Read(ref _tunGsoFrames);
+
+    public long TunGsoSegmentsWritten => Interlocked.Read(ref _tunGsoSegments);
 
     public IReadOnlyDictionary<string, long> GlobalDrops => Snapshot(_globalDrops);
 
@@ -905,6 +914,7 @@ public sealed class OffloadDataPlane : IDataPlane, ILinkPacketSink
         // workers, which flush per batch); TCP link contexts and TUN readers write packets alone.
         private readonly TcpCoalescer? _coalescer;
         private readonly IVnetTunDevice? _vnetTun;
+        private long _reportedGsoFrames, _reportedGsoSegments;
 
         public Worker(OffloadDataPlane dp, int index, bool withQueue, bool coalesce = false)
         {
@@ -944,6 +954,16 @@ public sealed class OffloadDataPlane : IDataPlane, ILinkPacketSink
                 _coalescer.Reset();
                 _dp.CountGlobal(OffloadDropReason.SendFailed);
                 _dp.LastWorkerError = e.GetType().Name + ": " + e.Message;
+            }
+
+            long frames = _coalescer.GsoFramesWritten - _reportedGsoFrames;
+            if (frames != 0)
+            {
+                _reportedGsoFrames += frames;
+                long segs = _coalescer.SegmentsCoalesced - _reportedGsoSegments;
+                _reportedGsoSegments += segs;
+                Interlocked.Add(ref _dp._tunGsoFrames, frames);
+                Interlocked.Add(ref _dp._tunGsoSegments, segs);
             }
         }
 

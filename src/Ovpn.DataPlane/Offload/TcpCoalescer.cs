@@ -77,6 +77,9 @@ public sealed class TcpCoalescer
     /// <summary>Frames written so far (super-packets and single packets).</summary>
     public long FramesWritten { get; private set; }
 
+    /// <summary>Super-packets (GSO frames of two or more segments) written so far.</summary>
+    public long GsoFramesWritten { get; private set; }
+
     /// <summary>Segments that went out inside a super-packet of two or more.</summary>
     public long SegmentsCoalesced { get; private set; }
 
@@ -377,6 +380,7 @@ public sealed class TcpCoalescer
         VirtioNetHeader.Write(frame, VirtioNetHeader.FlagNeedsCsum, s.V6 ? VirtioNetHeader.GsoTcpV6 : VirtioNetHeader.GsoTcpV4,
             (ushort)(iphl + s.TcpHeaderLength), (ushort)s.GsoSize, (ushort)iphl, 16);
         FramesWritten++;
+        GsoFramesWritten++;
         SegmentsCoalesced += s.Segments;
         sink.WriteFrame(frame);
     }

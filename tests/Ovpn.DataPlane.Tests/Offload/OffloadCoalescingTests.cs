@@ -68,7 +68,19 @@ public sealed class OffloadCoalescingTests
                 Thread.Sleep(2);
             }
 
-            return (tun.Frames.ToList(), tun.Plain.ToList());
+            Assert.Equal(coalesce, dp.TunCoalescing);
+            var frames = tun.Frames.ToList();
+            int gso = frames.Count(f => VirtioNetHeader.GsoType(f) != VirtioNetHeader.GsoNone);
+            // The engine adds to its counters right after the batch's flush.
+            deadline = DateTime.UtcNow + TimeSpan.FromSeconds(10);
+            while (dp.TunGsoFramesWritten != gso && DateTime.UtcNow < deadline)
+            {
+                Thread.Sleep(2);
+            }
+
+            Assert.Equal(gso, dp.TunGsoFramesWritten);
+            Assert.Equal(frames.Where(f => VirtioNetHeader.GsoType(f) != VirtioNetHeader.GsoNone).Sum(f => Tcp.Resegment(f).Count), dp.TunGsoSegmentsWritten);
+            return (frames, tun.Plain.ToList());
         }
         finally
         {
