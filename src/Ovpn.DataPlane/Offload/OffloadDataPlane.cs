@@ -68,6 +68,15 @@ public sealed record OffloadOptions
     /// <see cref="IVnetTunDevice"/> (opened with IFF_VNET_HDR); otherwise every packet is written alone.
     /// </summary>
     public bool TunCoalesce { get; init; } = true;
+
+    /// <summary>
+    /// With <see cref="TunCoalesce"/>: how many times a UDP reader that holds coalesced segments
+    /// and got a short batch yields its core and looks for more datagrams before it writes them
+    /// (a few microseconds each; trades that latency for larger super-packets when the reader is
+    /// faster than the traffic). 0 = write at the end of every short batch. Full batches are
+    /// always chained (up to 4 receive calls) since more datagrams are likely queued.
+    /// </summary>
+    public int TunCoalesceLinger { get; init; }
 }
 
 /// <summary>
@@ -501,6 +510,7 @@ public sealed class OffloadDataPlane : IDataPlane, ILinkPacketSink
         var ctx = new Worker(this, socketIndex, withQueue: false, coalesce: true);
         var bufs = new PacketBuffer[_o.BatchSize];
         int have = 0;
+        int heldRounds = 0, lingered = 0;
         try
         {
             while (!_stopping)
@@ -512,6 +522,8 @@ public sealed class OffloadDataPlane : IDataPlane, ILinkPacketSink
 
                 if (have == 0)
                 {
+                    ctx.FlushTun();
+                    heldRounds = 0;
                     // Every buffer is in flight: let the workers drain instead of spinning.
                     Thread.Sleep(1);
                     continue;
@@ -520,7 +532,8 @@ public sealed class OffloadDataPlane : IDataPlane, ILinkPacketSink
                 int n;
                 try
                 {
-                    n = sock.ReceiveBatch(bufs, have, 200);
+                    // While segments are held, only take what is already queued (never block on them).
+                    n = sock.ReceiveBatch(bufs, have, ctx.HoldsTun ? 0 : 200);
                 }
                 catch (ObjectDisposedException)
                 {
@@ -538,8 +551,24 @@ public sealed class OffloadDataPlane : IDataPlane, ILinkPacketSink
                     HandleDatagram(sock, b, ctx);
                 }
 
-                // The batch's coalesced TCP segments go to TUN now: nothing is held across batches.
-                ctx.FlushTun();
+                // Like NAPI polling before a GRO flush: keep merging while datagrams keep coming (a
+                // full batch, or a short one within the linger budget), write when the socket runs
+                // dry or after 4 receive calls, so segments are held for microseconds at most.
+                if (ctx.HoldsTun && n > 0 && heldRounds < 3 && (n == have || lingered < _o.TunCoalesceLinger))
+                {
+                    heldRounds++;
+                    if (n < have)
+                    {
+                        lingered++;
+                        Thread.Yield();
+                    }
+                }
+                else
+                {
+                    ctx.FlushTun();
+                    heldRounds = 0;
+                    lingered = 0;
+                }
 
                 // Slots 0..n were handed on; compact the still-owned buffers to the front.
                 int remaining = have - n;
@@ -936,6 +965,9 @@ public sealed class OffloadDataPlane : IDataPlane, ILinkPacketSink
                 _coalescer = new TcpCoalescer();
             }
         }
+
+        /// <summary>Whether the coalescer holds segments not yet written.</summary>
+        public bool HoldsTun => _coalescer is { HeldSegments: > 0 };
 
         /// <summary>Writes what the coalescer holds (end of a receive batch).</summary>
         public void FlushTun()

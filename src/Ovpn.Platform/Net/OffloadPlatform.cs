@@ -46,12 +46,16 @@ public static class OffloadPlatform
             OwnsTunQueues = true,
             OwnsDatagramSockets = true,
             TunCoalesce = coalesce,
+            TunCoalesceLinger = int.TryParse(Environment.GetEnvironmentVariable(LingerVariable), out int linger) ? Math.Clamp(linger, 0, 64) : 0,
         };
         return new OffloadDataPlane(batch, MultiQueueTun.Open(tunName, n, configureTun, vnetHeader: coalesce), events, options, time);
     }
 
     /// <summary>Name of the environment switch: "0" (or "false"/"off") turns TUN coalescing off.</summary>
     public const string CoalesceVariable = "OVPN_TUN_COALESCE";
+
+    /// <summary>Environment override of <see cref="OffloadOptions.TunCoalesceLinger"/> (yields before a short batch's flush).</summary>
+    public const string LingerVariable = "OVPN_TUN_LINGER";
 
     /// <summary>True unless <see cref="CoalesceVariable"/> says 0/false/off.</summary>
     public static bool CoalesceFromEnvironment()

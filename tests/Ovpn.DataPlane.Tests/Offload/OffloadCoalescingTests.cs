@@ -33,12 +33,12 @@ internal sealed class VnetChannelTun : IVnetTunDevice
 /// <summary>The engine hands a receive batch's TCP segments to the coalescer when the TUN has vnet headers.</summary>
 public sealed class OffloadCoalescingTests
 {
-    private static (List<byte[]> Frames, List<byte[]> Plain) Run(bool inline, bool coalesce, List<byte[]> segments)
+    private static (List<byte[]> Frames, List<byte[]> Plain) Run(bool inline, bool coalesce, List<byte[]> segments, int linger = 0)
     {
         var sock = new ChannelDatagramSocket();
         var tun = new VnetChannelTun();
         var dp = new OffloadDataPlane([sock], [tun], new RecordingEvents(),
-            new OffloadOptions { Workers = 1, PoolSize = 512, QueueLength = 256, KeepaliveTimer = false, Inline = inline, TunCoalesce = coalesce });
+            new OffloadOptions { Workers = 1, PoolSize = 512, QueueLength = 256, KeepaliveTimer = false, Inline = inline, TunCoalesce = coalesce, TunCoalesceLinger = linger });
         try
         {
             var keys = new TestPeerKeys();
@@ -90,12 +90,13 @@ public sealed class OffloadCoalescingTests
     }
 
     [Theory]
-    [InlineData(true)]
-    [InlineData(false)]
-    public void A_batch_of_tcp_segments_reaches_the_tun_as_gso_frames_in_order(bool inline)
+    [InlineData(true, 0)]
+    [InlineData(true, 3)]
+    [InlineData(false, 0)]
+    public void A_batch_of_tcp_segments_reaches_the_tun_as_gso_frames_in_order(bool inline, int linger)
     {
         var segments = Tcp.Run(new Tcp.Spec { Payload = 1300 }, 20);
-        var (frames, plain) = Run(inline, coalesce: true, segments);
+        var (frames, plain) = Run(inline, coalesce: true, segments, linger);
         Assert.Empty(plain);
         Assert.True(frames.Count < segments.Count, $"{frames.Count} frames for {segments.Count} segments");
         if (inline)
