@@ -58,12 +58,12 @@ public static class OffloadPlatform
     public const string LingerVariable = "OVPN_TUN_LINGER";
 
     /// <summary>
-    /// The server's linger: on the 2-core bench the UDP reader is faster than one client's traffic,
-    /// so batches are short and, flushed at once, averaged ~2 segments per write; 4 yields raised
-    /// that to ~4 and cut the server's CPU per GB by about half against no coalescing
-    /// (bench/tunnel.sh rows c and e). The cost is microseconds of extra hold time per batch.
+    /// The server's linger: 0. On the 2-core bench (bench/tunnel.sh rows c and e, five runs under
+    /// varying host load) 4 yields gave anything from 0.4x to 1.05x the CPU per GB of no linger:
+    /// when the core is otherwise idle a yield returns at once and the extra receive attempts cost
+    /// more than the larger super-packets save. Kept as a knob (OVPN_TUN_LINGER) for busier hosts.
     /// </summary>
-    public const int DefaultLinger = 4;
+    public const int DefaultLinger = 0;
 
     /// <summary>True unless <see cref="CoalesceVariable"/> says 0/false/off.</summary>
     public static bool CoalesceFromEnvironment()
