@@ -8,9 +8,13 @@
 # by a veth pair (10.201.0.0/24); nothing leaves them. For each server: iperf3 TCP 1 stream,
 # TCP 4 streams and UDP, client -> server through the tunnel; prints Mbit/s, the ratio to (a) and
 # the server's CPU seconds per GB moved (utime+stime of the server process over the test).
-# Needs root. Usage: bench/tunnel.sh [seconds-per-test]   (default 10)
+# Row (f) = (c) with OVPN_TUN_COALESCE=0 (no IFF_VNET_HDR, one TUN write per packet) to show what
+# the TUN coalescing (userspace GRO) saves; for (c)/(f) the TUN's average received packet size is
+# printed (above the MTU = GSO super-packets were written). BENCH_ROWS selects rows (default all).
+# Needs root. Usage: [BENCH_ROWS="a c f"] bench/tunnel.sh [seconds-per-test]   (default 10)
 set -euo pipefail
 T=${1:-10}
+ROWS=" ${BENCH_ROWS:-a b c d e f} "
 here=$(cd "$(dirname "$0")" && pwd); root=$(cd "$here/.." && pwd)
 S=dpb$$s; C=dpb$$c; W=$(mktemp -d /tmp/dpbench.XXXX)
 SRV_IP=10.201.0.1; CLI_IP=10.201.0.2
@@ -108,11 +112,13 @@ except Exception: print("0 0")' "$W/$label-$t.json")
 }
 
 # ---- (a) stock openvpn server ----
+if [[ $ROWS == *" a "* ]]; then
 ip netns exec "$S" openvpn --config "$W/stock-server.conf" >"$W/a-server.log" 2>&1 & SPID=$!; PIDS+=("$SPID")
 wait_log "$W/a-server.log" "Initialization Sequence Completed" 15
 ip netns exec "$C" openvpn --config "$W/stock-client.conf" >"$W/a-client.log" 2>&1 & CPID=$!; PIDS+=("$CPID")
 if wait_log "$W/a-client.log" "Initialization Sequence Completed" 30; then run_tests a "$SPID" 10.8.0.1; else echo "(a) client did not connect"; tail -5 "$W/a-client.log"; fi
 kill "$CPID" "$SPID" 2>/dev/null || true; wait "$CPID" "$SPID" 2>/dev/null || true
+fi
 
 # ---- (b) ovpnas, (c) ovpnas with offload ----
 D=$W/ovpnas
@@ -121,13 +127,15 @@ ovpnas user add bench --data-dir "$D" >/dev/null
 ovpnas profile bench --data-dir "$D" --out "$W/bench.ovpn" >/dev/null
 # Our client takes the profile's remotes in order: keep only the UDP ones, like the stock client's --proto udp.
 grep -v '^remote .*tcp' "$W/bench.ovpn" >"$W/bench-udp.ovpn"
-for mode in b c d e; do
+for mode in b c d e f; do
+  [[ $ROWS == *" $mode "* ]] || continue
+  coalesce=1; [[ $mode == f ]] && coalesce=0
   if [[ $mode != b ]]; then
     ovpnas sacli -k vpn.server.daemon.ovpndco -v true ConfigPut --data-dir "$D" >/dev/null || echo "(c) could not set vpn.server.daemon.ovpndco"
   else
     ovpnas sacli -k vpn.server.daemon.ovpndco -v false ConfigPut --data-dir "$D" >/dev/null || true
   fi
-  ip netns exec "$S" dotnet "$OVPNAS" serve --data-dir "$D" >"$W/$mode-server.log" 2>&1 & SPID=$!; PIDS+=("$SPID")
+  OVPN_TUN_COALESCE=$coalesce ip netns exec "$S" dotnet "$OVPNAS" serve --data-dir "$D" >"$W/$mode-server.log" 2>&1 & SPID=$!; PIDS+=("$SPID")
   wait_log "$W/$mode-server.log" "listening on UDP" 30 || { echo "($mode) server did not start"; tail -5 "$W/$mode-server.log"; }
   grep -i -m2 "offload\|engine" "$W/$mode-server.log" | sed "s/^/($mode) /" || true
   if [[ $mode == d || $mode == e ]]; then
@@ -144,18 +152,24 @@ for mode in b c d e; do
   if wait_log "$W/$mode-client.log" "$ready" 30; then
     grep -m1 "data channel" "$W/$mode-client.log" | sed "s/^/($mode) client: /" || true
     run_tests "$mode" "$SPID" 172.27.224.1
-  else
-    echo "($mode) client did not connect"; tail -5 "$W/$mode-client.log"
-  fi
+    if [[ $mode == c || $mode == f ]]; then
+      ip -n "$S" -s -j link show as0t0 2>/dev/null | python3 -c '
+import json,sys
+try:
+  s=json.load(sys.stdin)[0]["stats64"]["rx"]; print("(%s) TUN rx: %d packets, %d bytes, %.0f bytes/packet" % (sys.argv[1], s["packets"], s["bytes"], s["bytes"]/max(1,s["packets"])))
+except Exception as e: print("(%s) TUN counters unavailable: %s" % (sys.argv[1], e))' "$mode" || true
+    fi
+  else echo "($mode) client did not connect"; tail -5 "$W/$mode-client.log"; fi
   kill "$CPID" 2>/dev/null || true; kill -TERM "$SPID" 2>/dev/null || true; wait "$CPID" "$SPID" 2>/dev/null || true
 done
 
 echo
 echo "Tunnel throughput, client -> server, ${T}s per test, $(nproc) cores, $(date -u +%F)"
 printf '%-28s %8s %8s %8s | %7s %7s %7s | %9s %9s %9s\n' server tcp1 tcp4 udp r_tcp1 r_tcp4 r_udp cpu/GB1 cpu/GB4 cpu/GBudp
-for m in a b c d e; do
+for m in a b c d e f; do
+  [[ $ROWS == *" $m "* ]] || continue
   case $m in a) name="(a) stock openvpn 2.6";; b) name="(b) ovpnas";; c) name="(c) ovpnas offload";;
-    d) name="(d) ovpnas client+offload";; e) name="(e) ovpnas client-dco+offld";; esac
+    d) name="(d) ovpnas client+offload";; e) name="(e) ovpnas client-dco+offld";; f) name="(f) offload, no TUN GRO";; esac
   r=(); for t in tcp1 tcp4 udp; do
     base=${RES[a/$t]:-0}; v=${RES[$m/$t]:-0}
     r+=("$(awk -v v="$v" -v b="$base" 'BEGIN{ if (b>0) printf "%.2fx", v/b; else print "n/a"}')")

@@ -69,6 +69,23 @@ public sealed record OffloadOptions
     /// source-address check on receive (the server forwards traffic from anywhere).
     /// </summary>
     public bool ClientMode { get; init; }
+
+    /// <summary>
+    /// Userspace GRO before the TUN write (<see cref="TcpCoalescer"/>): consecutive TCP segments
+    /// of a flow within one receive batch become one GSO super-packet, so the kernel runs the inner
+    /// TCP receive path once per super-packet. Takes effect only when the TUN queues implement
+    /// <see cref="IVnetTunDevice"/> (opened with IFF_VNET_HDR); otherwise every packet is written alone.
+    /// </summary>
+    public bool TunCoalesce { get; init; } = true;
+
+    /// <summary>
+    /// With <see cref="TunCoalesce"/>: how many times a UDP reader that holds coalesced segments
+    /// and got a short batch yields its core and looks for more datagrams before it writes them
+    /// (a few microseconds each; trades that latency for larger super-packets when the reader is
+    /// faster than the traffic). 0 = write at the end of every short batch. Full batches are
+    /// always chained (up to 4 receive calls) since more datagrams are likely queued.
+    /// </summary>
+    public int TunCoalesceLinger { get; init; }
 }
 
 /// <summary>
@@ -84,6 +101,7 @@ public sealed record OffloadOptions
 ///          [TCP readers]    the server calls OnLinkPacket: same dispatch (one copy into a buffer)
 ///  OPEN:  key slot by key-id -> replay pre-check -> AEAD open in place -> replay update
 ///         -> float / wrong-link check -> ping/OCC consumed -> source-address check -> TUN write
+///         (with a vnet TUN: into the context's TcpCoalescer, flushed at the end of each batch)
 ///  tun  -> [TUN reader xQ]  read after 24 bytes of headroom -> IPv4 destination -> peer -> SEAL
 ///  SEAL:  primary key -> packet-id (never wraps) -> AEAD seal in place (header, packet id and tag
 ///         written into the headroom) -> sendmmsg (UDP) or TcpLinkTransport.Send
@@ -136,6 +154,7 @@ public sealed class OffloadDataPlane : IDataPlane, ILinkPacketSink
     private volatile bool _stopping;
     private bool _started;
     private long _tunPackets, _tunBytes;
+    private long _tunGsoFrames, _tunGsoSegments;
 
     public OffloadDataPlane(IReadOnlyList<IBatchDatagramSocket> udpSockets, IReadOnlyList<ITunDevice> tunQueues,
         IDataPlaneEvents events, OffloadOptions? options = null, TimeProvider? time = null)
@@ -160,7 +179,7 @@ public sealed class OffloadDataPlane : IDataPlane, ILinkPacketSink
         _workers = new Worker[_o.Inline ? 0 : _o.Workers];
         for (int i = 0; i < _workers.Length; i++)
         {
-            _workers[i] = new Worker(this, i, withQueue: true);
+            _workers[i] = new Worker(this, i, withQueue: true, coalesce: true);
         }
 
         _timerContext = new Worker(this, 0, withQueue: false);
@@ -198,6 +217,14 @@ public sealed class OffloadDataPlane : IDataPlane, ILinkPacketSink
     public long TunPacketsWritten => Interlocked.Read(ref _tunPackets);
 
     public long TunBytesWritten => Interlocked.Read(ref _tunBytes);
+
+    /// <summary>Whether TUN writes go through the coalescer (vnet TUN queues and <see cref="OffloadOptions.TunCoalesce"/>).</summary>
+    public bool TunCoalescing => _o.TunCoalesce && _tunQueues.Length > 0 && _tunQueues[0] is IVnetTunDevice;
+
+    /// <summary>GSO super-packets written to TUN, and the segments they carried (updated per batch).</summary>
+    public long TunGsoFramesWritten => Interlocked.Read(ref _tunGsoFrames);
+
+    public long TunGsoSegmentsWritten => Interlocked.Read(ref _tunGsoSegments);
 
     public IReadOnlyDictionary<string, long> GlobalDrops => Snapshot(_globalDrops);
 
@@ -526,9 +553,10 @@ public sealed class OffloadDataPlane : IDataPlane, ILinkPacketSink
     private void RunUdpReader(int socketIndex)
     {
         var sock = _sockets[socketIndex];
-        var ctx = new Worker(this, socketIndex, withQueue: false);
+        var ctx = new Worker(this, socketIndex, withQueue: false, coalesce: true);
         var bufs = new PacketBuffer[_o.BatchSize];
         int have = 0;
+        int heldRounds = 0, lingered = 0;
         try
         {
             while (!_stopping)
@@ -540,6 +568,8 @@ public sealed class OffloadDataPlane : IDataPlane, ILinkPacketSink
 
                 if (have == 0)
                 {
+                    ctx.FlushTun();
+                    heldRounds = 0;
                     // Every buffer is in flight: let the workers drain instead of spinning.
                     Thread.Sleep(1);
                     continue;
@@ -548,7 +578,8 @@ public sealed class OffloadDataPlane : IDataPlane, ILinkPacketSink
                 int n;
                 try
                 {
-                    n = sock.ReceiveBatch(bufs, have, 200);
+                    // While segments are held, only take what is already queued (never block on them).
+                    n = sock.ReceiveBatch(bufs, have, ctx.HoldsTun ? 0 : 200);
                 }
                 catch (ObjectDisposedException)
                 {
@@ -564,6 +595,25 @@ public sealed class OffloadDataPlane : IDataPlane, ILinkPacketSink
                     var b = bufs[i];
                     b.SocketIndex = socketIndex;
                     HandleDatagram(sock, b, ctx);
+                }
+
+                // Like NAPI polling before a GRO flush: keep merging while datagrams keep coming (a
+                // full batch, or a short one within the linger budget), write when the socket runs
+                // dry or after 4 receive calls, so segments are held for microseconds at most.
+                if (ctx.HoldsTun && n > 0 && heldRounds < 3 && (n == have || lingered < _o.TunCoalesceLinger))
+                {
+                    heldRounds++;
+                    if (n < have)
+                    {
+                        lingered++;
+                        Thread.Yield();
+                    }
+                }
+                else
+                {
+                    ctx.FlushTun();
+                    heldRounds = 0;
+                    lingered = 0;
                 }
 
                 // Slots 0..n were handed on; compact the still-owned buffers to the front.
@@ -955,7 +1005,13 @@ public sealed class OffloadDataPlane : IDataPlane, ILinkPacketSink
         private readonly int[] _pendingCount;
         private readonly ITunDevice _tun;
 
-        public Worker(OffloadDataPlane dp, int index, bool withQueue)
+        // Set when this context writes to a vnet TUN with coalescing on (UDP readers and pipelined
+        // workers, which flush per batch); TCP link contexts and TUN readers write packets alone.
+        private readonly TcpCoalescer? _coalescer;
+        private readonly IVnetTunDevice? _vnetTun;
+        private long _reportedGsoFrames, _reportedGsoSegments;
+
+        public Worker(OffloadDataPlane dp, int index, bool withQueue, bool coalesce = false)
         {
             _dp = dp;
             Index = index;
@@ -969,6 +1025,44 @@ public sealed class OffloadDataPlane : IDataPlane, ILinkPacketSink
 
             _pendingCount = new int[_pending.Length];
             _tun = dp._tunQueues[(index & int.MaxValue) % dp._tunQueues.Length];
+            if (coalesce && dp._o.TunCoalesce && _tun is IVnetTunDevice vnet)
+            {
+                _vnetTun = vnet;
+                _coalescer = new TcpCoalescer();
+            }
+        }
+
+        /// <summary>Whether the coalescer holds segments not yet written.</summary>
+        public bool HoldsTun => _coalescer is { HeldSegments: > 0 };
+
+        /// <summary>Writes what the coalescer holds (end of a receive batch).</summary>
+        public void FlushTun()
+        {
+            if (_coalescer is null)
+            {
+                return;
+            }
+
+            try
+            {
+                _coalescer.Flush(_vnetTun!);
+            }
+            catch (Exception e) when (e is not OutOfMemoryException)
+            {
+                _coalescer.Reset();
+                _dp.CountGlobal(OffloadDropReason.SendFailed);
+                _dp.LastWorkerError = e.GetType().Name + ": " + e.Message;
+            }
+
+            long frames = _coalescer.GsoFramesWritten - _reportedGsoFrames;
+            if (frames != 0)
+            {
+                _reportedGsoFrames += frames;
+                long segs = _coalescer.SegmentsCoalesced - _reportedGsoSegments;
+                _reportedGsoSegments += segs;
+                Interlocked.Add(ref _dp._tunGsoFrames, frames);
+                Interlocked.Add(ref _dp._tunGsoSegments, segs);
+            }
         }
 
         public int Index { get; }
@@ -1011,6 +1105,7 @@ public sealed class OffloadDataPlane : IDataPlane, ILinkPacketSink
                 }
 
                 Flush();
+                FlushTun();
             }
         }
 
@@ -1176,7 +1271,14 @@ public sealed class OffloadDataPlane : IDataPlane, ILinkPacketSink
 
             try
             {
-                _tun.Write(plain);
+                if (_coalescer is not null)
+                {
+                    _coalescer.Add(plain, _vnetTun!);
+                }
+                else
+                {
+                    _tun.Write(plain);
+                }
             }
             catch (Exception e) when (e is not OutOfMemoryException)
             {

@@ -63,6 +63,19 @@ internal static unsafe partial class Libc
     [LibraryImport(Lib, EntryPoint = "write", SetLastError = true)]
     public static partial nint Write(int fd, byte* buf, nuint count);
 
+    [StructLayout(LayoutKind.Sequential)]
+    public struct IoVec
+    {
+        public void* Base;
+        public nuint Length;
+    }
+
+    [LibraryImport(Lib, EntryPoint = "readv", SetLastError = true)]
+    public static partial nint Readv(int fd, IoVec* iov, int iovcnt);
+
+    [LibraryImport(Lib, EntryPoint = "writev", SetLastError = true)]
+    public static partial nint Writev(int fd, IoVec* iov, int iovcnt);
+
     // ioctl is variadic in C; on the Linux ABIs we target a pointer third argument is passed the
     // same way as for a fixed-arity function.
     [LibraryImport(Lib, EntryPoint = "ioctl", SetLastError = true)]

@@ -26,6 +26,11 @@ namespace Ovpn.Platform.Linux;
 /// </list>
 /// The fd is non-blocking; Read blocks in poll() on {tun fd, wake eventfd} instead of read(), which
 /// is what makes the wake-up possible.
+/// With <c>vnetHeader: true</c> (IFF_VNET_HDR) every packet on the fd is preceded by a 10-byte
+/// <c>struct virtio_net_hdr</c>: <see cref="Read"/> and <see cref="Write"/> still move plain IP
+/// packets (readv/writev with a separate header), and <see cref="WriteFrame"/> writes a frame
+/// with a caller-built header (GSO super-packets from the offload engine's coalescer). No
+/// TUNSETOFFLOAD is issued, so the kernel never hands us GSO packets or partial checksums on read.
 /// </summary>
 public sealed unsafe class TunDevice : IDisposable
 {
@@ -34,6 +39,8 @@ public sealed unsafe class TunDevice : IDisposable
     private const short IFF_TUN = 0x0001;
     private const short IFF_NO_PI = 0x1000;
     private const short IFF_MULTI_QUEUE = 0x0100;
+    private const short IFF_VNET_HDR = 0x4000;
+    private const int VnetHeaderLength = 10; // sizeof(struct virtio_net_hdr), the default TUNSETVNETHDRSZ
     private const int IfNameSize = 16; // IFNAMSIZ including the NUL
     private const int IfReqSize = 40;  // struct ifreq on 64-bit Linux
     private const string CloneDevice = "/dev/net/tun";
@@ -42,11 +49,13 @@ public sealed unsafe class TunDevice : IDisposable
     private readonly SafeFd _wake;
     private readonly RtNetlink _netlink;
     private readonly bool _multiQueue;
+    private readonly bool _vnet;
     private int _inFlight;
     private int _disposed;
 
-    private TunDevice(SafeFd fd, SafeFd wake, RtNetlink netlink, string name, int index, bool multiQueue)
+    private TunDevice(SafeFd fd, SafeFd wake, RtNetlink netlink, string name, int index, bool multiQueue, bool vnet)
     {
+        _vnet = vnet;
         _fd = fd;
         _wake = wake;
         _netlink = netlink;
@@ -64,6 +73,9 @@ public sealed unsafe class TunDevice : IDisposable
     /// <summary>True if opened with IFF_MULTI_QUEUE (then <see cref="OpenQueue"/> works).</summary>
     public bool IsMultiQueue => _multiQueue;
 
+    /// <summary>True if opened with IFF_VNET_HDR (then <see cref="WriteFrame"/> works).</summary>
+    public bool HasVnetHeader => _vnet;
+
     /// <summary>Current MTU, read from the kernel on every access.</summary>
     public int Mtu
     {
@@ -78,13 +90,13 @@ public sealed unsafe class TunDevice : IDisposable
     /// Creates (or attaches to) TUN device <paramref name="name"/> in the calling thread's network
     /// namespace. The device is not persistent: it goes away when the last fd is closed.
     /// </summary>
-    public static TunDevice Create(string name, bool multiQueue = false)
+    public static TunDevice Create(string name, bool multiQueue = false, bool vnetHeader = false)
     {
         ValidateName(name);
         var netlink = new RtNetlink();
         try
         {
-            return Open(name, multiQueue, netlink);
+            return Open(name, multiQueue, vnetHeader, netlink);
         }
         catch
         {
@@ -108,7 +120,8 @@ public sealed unsafe class TunDevice : IDisposable
         {
             // Open from the device's namespace: otherwise TUNSETIFF would look the name up in the
             // caller's namespace and silently create a second, unrelated device there.
-            return _netlink.RunInNamespace(() => Open(Name, multiQueue: true, _netlink));
+            // IFF_VNET_HDR is a device-wide flag that the last TUNSETIFF sets: every queue repeats it.
+            return _netlink.RunInNamespace(() => Open(Name, multiQueue: true, _vnet, _netlink));
         }
         catch
         {
@@ -117,7 +130,7 @@ public sealed unsafe class TunDevice : IDisposable
         }
     }
 
-    private static TunDevice Open(string name, bool multiQueue, RtNetlink netlink)
+    private static TunDevice Open(string name, bool multiQueue, bool vnet, RtNetlink netlink)
     {
         int fd = Libc.Open(CloneDevice, Libc.O_RDWR | Libc.O_NONBLOCK | Libc.O_CLOEXEC);
         if (fd < 0)
@@ -130,7 +143,7 @@ public sealed unsafe class TunDevice : IDisposable
             var req = new Span<byte>(ifr, IfReqSize);
             req.Clear();
             Encoding.ASCII.GetBytes(name, req.Slice(0, IfNameSize - 1));
-            short flags = (short)(IFF_TUN | IFF_NO_PI | (multiQueue ? IFF_MULTI_QUEUE : 0));
+            short flags = (short)(IFF_TUN | IFF_NO_PI | (multiQueue ? IFF_MULTI_QUEUE : 0) | (vnet ? IFF_VNET_HDR : 0));
             *(short*)(ifr + IfNameSize) = flags;
             if (Libc.Ioctl(fd, TUNSETIFF, ifr) != 0)
                 throw PlatformException.FromLastError($"ioctl(TUNSETIFF, {name}{(multiQueue ? ", multi-queue" : "")})");
@@ -140,7 +153,7 @@ public sealed unsafe class TunDevice : IDisposable
                 throw PlatformException.FromLastError("eventfd");
             wake = new SafeFd(efd);
             var (index, _) = netlink.GetLink(actual);
-            return new TunDevice(safeFd, wake, netlink, actual, index, multiQueue);
+            return new TunDevice(safeFd, wake, netlink, actual, index, multiQueue, vnet);
         }
         catch
         {
@@ -249,12 +262,35 @@ public sealed unsafe class TunDevice : IDisposable
             cancellationToken, TaskCreationOptions.LongRunning, TaskScheduler.Default));
     }
 
-    /// <summary>Writes one IP packet. Returns the number of bytes written.</summary>
+    /// <summary>Writes one IP packet. Returns the number of bytes written (of the packet).</summary>
     public int Write(ReadOnlySpan<byte> packet)
     {
         if (packet.IsEmpty)
             throw new ArgumentException("Empty packet.", nameof(packet));
+        return WriteCore(packet, withZeroHeader: _vnet);
+    }
+
+    /// <summary>
+    /// Writes one frame of a vnet TUN: a 10-byte <c>struct virtio_net_hdr</c> followed by the IP
+    /// packet (a TCP GSO super-packet up to 64 KiB when the header says so). The kernel checks
+    /// the header (virtio_net_hdr_to_skb) and refuses an inconsistent one with EINVAL.
+    /// </summary>
+    public int WriteFrame(ReadOnlySpan<byte> frame)
+    {
+        if (!_vnet)
+            throw new InvalidOperationException($"TUN device {Name} was not opened with vnetHeader: true.");
+        if (frame.Length <= VnetHeaderLength)
+            throw new ArgumentException("Frame shorter than the virtio_net_hdr plus one byte.", nameof(frame));
+        return WriteCore(frame, withZeroHeader: false);
+    }
+
+    private int WriteCore(ReadOnlySpan<byte> packet, bool withZeroHeader)
+    {
         Enter();
+        // A zeroed header: no GSO, checksum complete (the kernel verifies it).
+        byte* hdr = stackalloc byte[VnetHeaderLength];
+        new Span<byte>(hdr, VnetHeaderLength).Clear();
+        var iov = stackalloc Libc.IoVec[2];
         try
         {
             long deadline = Environment.TickCount64 + 1000;
@@ -262,7 +298,20 @@ public sealed unsafe class TunDevice : IDisposable
             {
                 nint n;
                 fixed (byte* p = packet)
-                    n = Libc.Write(_fd.Fd, p, (nuint)packet.Length);
+                {
+                    if (withZeroHeader)
+                    {
+                        iov[0] = new Libc.IoVec { Base = hdr, Length = VnetHeaderLength };
+                        iov[1] = new Libc.IoVec { Base = p, Length = (nuint)packet.Length };
+                        n = Libc.Writev(_fd.Fd, iov, 2);
+                        if (n >= VnetHeaderLength)
+                            n -= VnetHeaderLength;
+                    }
+                    else
+                    {
+                        n = Libc.Write(_fd.Fd, p, (nuint)packet.Length);
+                    }
+                }
                 if (n >= 0)
                     return (int)n;
                 int errno = Marshal.GetLastPInvokeError();
@@ -295,13 +344,36 @@ public sealed unsafe class TunDevice : IDisposable
     /// <summary>One read(); -1 means "nothing queued" (EAGAIN).</summary>
     private int ReadOnce(Span<byte> buffer)
     {
-        while (true) // only EINTR loops
+        byte* hdr = stackalloc byte[VnetHeaderLength];
+        var iov = stackalloc Libc.IoVec[2];
+        while (true) // EINTR and skipped GSO packets loop; each iteration consumes a packet or returns
         {
             nint n;
-            fixed (byte* p = buffer)
-                n = Libc.Read(_fd.Fd, p, (nuint)buffer.Length);
-            if (n >= 0)
-                return (int)n;
+            if (_vnet)
+            {
+                fixed (byte* p = buffer)
+                {
+                    iov[0] = new Libc.IoVec { Base = hdr, Length = VnetHeaderLength };
+                    iov[1] = new Libc.IoVec { Base = p, Length = (nuint)buffer.Length };
+                    n = Libc.Readv(_fd.Fd, iov, 2);
+                }
+                if (n >= 0)
+                {
+                    if (n < VnetHeaderLength)
+                        return 0;
+                    int len = (int)n - VnetHeaderLength;
+                    if (!FinishVnetRead(new ReadOnlySpan<byte>(hdr, VnetHeaderLength), buffer[..Math.Min(len, buffer.Length)]))
+                        continue;
+                    return len;
+                }
+            }
+            else
+            {
+                fixed (byte* p = buffer)
+                    n = Libc.Read(_fd.Fd, p, (nuint)buffer.Length);
+                if (n >= 0)
+                    return (int)n;
+            }
             int errno = Marshal.GetLastPInvokeError();
             if (errno == Libc.EINTR)
                 continue;
@@ -309,6 +381,29 @@ public sealed unsafe class TunDevice : IDisposable
                 return -1;
             throw PlatformException.FromErrno($"read({Name})", errno);
         }
+    }
+
+    /// <summary>
+    /// Applies a received virtio_net_hdr. Without TUNSETOFFLOAD the kernel resolves checksums and
+    /// segments before the TUN, so flags are 0; a NEEDS_CSUM is still completed here in software,
+    /// and a GSO packet (only possible if someone enabled offloads on the device) is skipped
+    /// (false) rather than passed on as one oversized packet.
+    /// </summary>
+    private static bool FinishVnetRead(ReadOnlySpan<byte> hdr, Span<byte> packet)
+    {
+        if (hdr[1] != 0)
+            return false;
+        if ((hdr[0] & 1) != 0)
+        {
+            int start = hdr[6] | (hdr[7] << 8);
+            int offset = hdr[8] | (hdr[9] << 8);
+            if (start + offset + 2 > packet.Length)
+                return false;
+            // The field holds the pseudo-header sum; the sum from csum_start on completes it.
+            ushort sum = Ovpn.DataPlane.Offload.InternetChecksum.Sum(packet[start..]);
+            System.Buffers.Binary.BinaryPrimitives.WriteUInt16BigEndian(packet[(start + offset)..], (ushort)~sum);
+        }
+        return true;
     }
 
     private int ReadCore(Span<byte> buffer, CancellationToken cancellationToken)

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
 using Ovpn.DataPlane;
+using Ovpn.DataPlane.Offload;
 using Ovpn.Platform.Linux;
 
 namespace Ovpn.Platform.Net;
@@ -7,22 +8,24 @@ namespace Ovpn.Platform.Net;
 /// <summary>
 /// Opens a TUN device with IFF_MULTI_QUEUE and N queues (one fd each) for the offload engine's
 /// TUN readers: the kernel spreads flows over the queues, so N threads read in parallel.
+/// With <c>vnetHeader: true</c> every queue is opened with IFF_VNET_HDR and implements
+/// <see cref="IVnetTunDevice"/>, which lets the engine write coalesced TCP super-packets.
 /// </summary>
 public static class MultiQueueTun
 {
     /// <summary>Creates <paramref name="name"/> with <paramref name="queues"/> queues; <paramref name="configure"/>
     /// (MTU, address, up) runs once on the first queue. The returned queues are owned by the caller.</summary>
-    public static IReadOnlyList<ITunDevice> Open(string name, int queues, Action<TunDevice>? configure = null)
+    public static IReadOnlyList<ITunDevice> Open(string name, int queues, Action<TunDevice>? configure = null, bool vnetHeader = false)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(queues, 1);
-        var first = TunDevice.Create(name, multiQueue: true);
-        var list = new List<ITunDevice> { new Queue(first) };
+        var first = TunDevice.Create(name, multiQueue: true, vnetHeader: vnetHeader);
+        var list = new List<ITunDevice> { Wrap(first) };
         try
         {
             configure?.Invoke(first);
             for (int i = 1; i < queues; i++)
             {
-                list.Add(new Queue(first.OpenQueue()));
+                list.Add(Wrap(first.OpenQueue()));
             }
         }
         catch
@@ -38,9 +41,13 @@ public static class MultiQueueTun
         return list;
     }
 
+    private static ITunDevice Wrap(TunDevice tun) => tun.HasVnetHeader ? new VnetQueue(tun) : new Queue(tun);
+
     /// <summary>One queue as the data plane's TUN port.</summary>
-    private sealed class Queue(TunDevice tun) : ITunDevice
+    private class Queue(TunDevice tun) : ITunDevice
     {
+        protected TunDevice Tun => tun;
+
         public string Name => tun.Name;
 
         public int Read(Span<byte> buffer) => tun.Read(buffer);
@@ -48,5 +55,11 @@ public static class MultiQueueTun
         public void Write(ReadOnlySpan<byte> packet) => tun.Write(packet);
 
         public void Dispose() => tun.Dispose();
+    }
+
+    /// <summary>A queue opened with IFF_VNET_HDR: plain Read/Write plus frames with a header.</summary>
+    private sealed class VnetQueue(TunDevice device) : Queue(device), IVnetTunDevice
+    {
+        public void WriteFrame(ReadOnlySpan<byte> frame) => Tun.WriteFrame(frame);
     }
 }

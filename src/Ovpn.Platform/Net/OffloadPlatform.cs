@@ -10,7 +10,10 @@ namespace Ovpn.Platform.Net;
 /// <summary>
 /// Wires <see cref="OffloadDataPlane"/> to the Linux platform for the server: batched UDP on the
 /// sockets the server bound, a multi-queue TUN with one queue per worker, and OpenSSL EVP for the
-/// AEAD when libcrypto is loadable (else the BCL codec).
+/// AEAD when libcrypto is loadable (else the BCL codec). The TUN is opened with IFF_VNET_HDR and
+/// the engine coalesces TCP segments before writing them (userspace GRO, <see cref="TcpCoalescer"/>)
+/// unless the caller says otherwise or the environment has <c>OVPN_TUN_COALESCE=0</c> (for
+/// benchmark comparisons).
 /// </summary>
 public static class OffloadPlatform
 {
@@ -24,9 +27,10 @@ public static class OffloadPlatform
     /// (the server passes one that reuses its session's link, e.g. SessionManager.FindUdpLink).</param>
     public static OffloadDataPlane Create(IReadOnlyList<Socket> udpSockets, string tunName, Action<TunDevice> configureTun,
         IDataPlaneEvents events, Func<IBatchDatagramSocket, SocketAddress, ILinkTransport>? udpLinkFactory = null,
-        int? workers = null, TimeProvider? time = null, UnhandledPacketHandler? unhandledData = null)
+        int? workers = null, TimeProvider? time = null, UnhandledPacketHandler? unhandledData = null, bool? tunCoalesce = null)
     {
         int n = workers ?? Environment.ProcessorCount;
+        bool coalesce = tunCoalesce ?? CoalesceFromEnvironment();
         var batch = new IBatchDatagramSocket[udpSockets.Count];
         for (int i = 0; i < batch.Length; i++)
         {
@@ -41,7 +45,30 @@ public static class OffloadPlatform
             Aead = OpenSslPacketAeadFactory.IsAvailable ? OpenSslPacketAeadFactory.Instance : BclPacketAeadFactory.Instance,
             OwnsTunQueues = true,
             OwnsDatagramSockets = true,
+            TunCoalesce = coalesce,
+            TunCoalesceLinger = int.TryParse(Environment.GetEnvironmentVariable(LingerVariable), out int linger) ? Math.Clamp(linger, 0, 64) : DefaultLinger,
         };
-        return new OffloadDataPlane(batch, MultiQueueTun.Open(tunName, n, configureTun), events, options, time);
+        return new OffloadDataPlane(batch, MultiQueueTun.Open(tunName, n, configureTun, vnetHeader: coalesce), events, options, time);
+    }
+
+    /// <summary>Name of the environment switch: "0" (or "false"/"off") turns TUN coalescing off.</summary>
+    public const string CoalesceVariable = "OVPN_TUN_COALESCE";
+
+    /// <summary>Environment override of <see cref="OffloadOptions.TunCoalesceLinger"/> (yields before a short batch's flush).</summary>
+    public const string LingerVariable = "OVPN_TUN_LINGER";
+
+    /// <summary>
+    /// The server's linger: 0. On the 2-core bench (bench/tunnel.sh rows c and e, five runs under
+    /// varying host load) 4 yields gave anything from 0.4x to 1.05x the CPU per GB of no linger:
+    /// when the core is otherwise idle a yield returns at once and the extra receive attempts cost
+    /// more than the larger super-packets save. Kept as a knob (OVPN_TUN_LINGER) for busier hosts.
+    /// </summary>
+    public const int DefaultLinger = 0;
+
+    /// <summary>True unless <see cref="CoalesceVariable"/> says 0/false/off.</summary>
+    public static bool CoalesceFromEnvironment()
+    {
+        string? v = Environment.GetEnvironmentVariable(CoalesceVariable);
+        return v is null || !(v == "0" || v.Equals("false", StringComparison.OrdinalIgnoreCase) || v.Equals("off", StringComparison.OrdinalIgnoreCase));
     }
 }
