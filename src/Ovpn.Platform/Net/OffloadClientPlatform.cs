@@ -10,7 +10,7 @@ namespace Ovpn.Platform.Net;
 /// Wires <see cref="OffloadDataPlane"/> in client mode (<see cref="OffloadOptions.ClientMode"/>) to
 /// the Linux platform for `ovpnas connect`: the client's own UDP socket read with recvmmsg (none on
 /// TCP: the client's TCP reader feeds <see cref="OffloadDataPlane.OnLinkPacket"/>), a multi-queue TUN
-/// with one reader per queue, OpenSSL EVP for the AEAD when libcrypto loads (else the BCL codec).
+/// with one reader per queue (IFF_VNET_HDR + TCP coalescing on write unless OVPN_TUN_COALESCE=0), OpenSSL EVP for the AEAD when libcrypto loads (else the BCL codec).
 /// </summary>
 public static class OffloadClientPlatform
 {
@@ -28,6 +28,9 @@ public static class OffloadClientPlatform
         IDataPlaneEvents events)
     {
         IBatchDatagramSocket[] sockets = udpSocket is null ? [] : [new UdpBatchSocket(udpSocket)];
+        // Userspace GRO into the TUN (TcpCoalescer) helps the client's download direction exactly as it
+        // helps the server's upload direction; OVPN_TUN_COALESCE=0 turns it off here too.
+        bool coalesce = OffloadPlatform.CoalesceFromEnvironment();
         try
         {
             var options = new OffloadOptions
@@ -40,8 +43,9 @@ public static class OffloadClientPlatform
                 Aead = AeadFactory,
                 OwnsTunQueues = true,
                 OwnsDatagramSockets = true,
+                TunCoalesce = coalesce,
             };
-            return new OffloadDataPlane(sockets, MultiQueueTun.Open(tunName, queues, configureTun), events, options);
+            return new OffloadDataPlane(sockets, MultiQueueTun.Open(tunName, queues, configureTun, vnetHeader: coalesce), events, options);
         }
         catch
         {
