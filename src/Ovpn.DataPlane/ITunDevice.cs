@@ -14,3 +14,14 @@ public interface ITunDevice : IDisposable
 
     void Write(ReadOnlySpan<byte> packet);
 }
+
+/// <summary>
+/// Optional: a TUN port that can say "nothing queued" without waiting. The offload engine's TUN
+/// reader drains what is queued this way and sends the sealed packets in one batch (one sendmmsg,
+/// UDP GSO for equal-size runs such as TCP ACKs) before it blocks again in <see cref="ITunDevice.Read"/>.
+/// </summary>
+public interface ITunTryRead
+{
+    /// <summary>Reads one queued packet; -1 when none is queued (never blocks).</summary>
+    int TryRead(Span<byte> buffer);
+}

@@ -734,87 +734,133 @@ public sealed class OffloadDataPlane : IDataPlane, ILinkPacketSink
     {
         var tun = _tunQueues[queueIndex];
         var ctx = new Worker(this, queueIndex, withQueue: false);
-        while (!_stopping)
+        // Inline mode with a TUN that can report "empty": packets already queued are sealed into one
+        // send batch (under their peer's send-order lock) that goes out when the queue runs dry, the
+        // peer changes or BatchSize is reached, instead of one send per packet.
+        var tryRead = _o.Inline ? tun as ITunTryRead : null;
+        int batched = 0;
+        try
         {
-            var b = RentWaiting();
-            if (b is null)
+            while (!_stopping)
             {
-                return;
-            }
-
-            int n;
-            try
-            {
-                n = tun.Read(b.Array.AsSpan(PacketBuffer.Headroom));
-            }
-            catch (Exception e) when (_stopping || e is ObjectDisposedException)
-            {
-                // The TUN queue was closed (shutdown): this reader is done.
-                _pool.Return(b);
-                return;
-            }
-
-            if (n <= 0)
-            {
-                _pool.Return(b);
-                if (n < 0 || _stopping)
+                var b = batched > 0 ? _pool.Rent() : null;
+                if (b is null)
                 {
+                    if (batched > 0)
+                    {
+                        ctx.EndSealBatch();
+                        batched = 0;
+                    }
+
+                    b = RentWaiting();
+                    if (b is null)
+                    {
+                        return;
+                    }
+                }
+
+                int n;
+                try
+                {
+                    var span = b.Array.AsSpan(PacketBuffer.Headroom);
+                    n = batched > 0 ? tryRead!.TryRead(span) : -1;
+                    if (n < 0)
+                    {
+                        if (batched > 0)
+                        {
+                            ctx.EndSealBatch();
+                            batched = 0;
+                        }
+
+                        n = tun.Read(span);
+                    }
+                }
+                catch (Exception e) when (_stopping || e is ObjectDisposedException)
+                {
+                    // The TUN queue was closed (shutdown): this reader is done.
+                    _pool.Return(b);
                     return;
                 }
 
-                continue;
-            }
-
-            b.Offset = PacketBuffer.Headroom;
-            b.Length = n;
-            var pkt = b.Data;
-            Peer? peer;
-            if (_o.ClientMode)
-            {
-                // One peer: everything the kernel routed into the tunnel (IPv4 and IPv6) goes to the server.
-                peer = _clientPeer;
-                if (peer is null || n < MinIpPacket || (pkt[0] >> 4) is not (4 or 6))
+                if (n <= 0)
                 {
-                    CountGlobal(peer is null ? OffloadDropReason.NoRoute : OffloadDropReason.Malformed);
+                    _pool.Return(b);
+                    if (n < 0 || _stopping)
+                    {
+                        return;
+                    }
+
+                    continue;
+                }
+
+                b.Offset = PacketBuffer.Headroom;
+                b.Length = n;
+                var pkt = b.Data;
+                Peer? peer;
+                if (_o.ClientMode)
+                {
+                    // One peer: everything the kernel routed into the tunnel (IPv4 and IPv6) goes to the server.
+                    peer = _clientPeer;
+                    if (peer is null || n < MinIpPacket || (pkt[0] >> 4) is not (4 or 6))
+                    {
+                        CountGlobal(peer is null ? OffloadDropReason.NoRoute : OffloadDropReason.Malformed);
+                        _pool.Return(b);
+                        continue;
+                    }
+                }
+                else if (n < MinIpPacket || (pkt[0] >> 4) != 4)
+                {
+                    // IPv6 is not routed to clients yet (no IPv6 pool); count it rather than guess.
+                    CountGlobal(OffloadDropReason.NoRoute);
                     _pool.Return(b);
                     continue;
                 }
-            }
-            else if (n < MinIpPacket || (pkt[0] >> 4) != 4)
-            {
-                // IPv6 is not routed to clients yet (no IPv6 pool); count it rather than guess.
-                CountGlobal(OffloadDropReason.NoRoute);
-                _pool.Return(b);
-                continue;
-            }
 
-            else if (!_routesV4.TryGetValue(BinaryPrimitives.ReadUInt32BigEndian(pkt[16..]), out peer))
-            {
-                CountGlobal(OffloadDropReason.NoRoute);
-                _pool.Return(b);
-                continue;
-            }
-
-            b.VpnPayload = true;
-            b.Peer = peer;
-            b.Work = PacketWork.Seal;
-            if (_o.Inline)
-            {
-                ctx.Process(b, PacketWork.Seal);
-                continue;
-            }
-
-            var spin = new SpinWait();
-            while (!peer.TxWorker!.Queue!.TryEnqueue(b))
-            {
-                if (_stopping)
+                else if (!_routesV4.TryGetValue(BinaryPrimitives.ReadUInt32BigEndian(pkt[16..]), out peer))
                 {
+                    CountGlobal(OffloadDropReason.NoRoute);
                     _pool.Return(b);
-                    return;
+                    continue;
                 }
 
-                spin.SpinOnce(sleep1Threshold: 20);
+                b.VpnPayload = true;
+                b.Peer = peer;
+                b.Work = PacketWork.Seal;
+                if (tryRead is not null)
+                {
+                    ctx.SealBatched(b);
+                    if (++batched >= _o.BatchSize)
+                    {
+                        ctx.EndSealBatch();
+                        batched = 0;
+                    }
+
+                    continue;
+                }
+
+                if (_o.Inline)
+                {
+                    ctx.Process(b, PacketWork.Seal);
+                    continue;
+                }
+
+                var spin = new SpinWait();
+                while (!peer.TxWorker!.Queue!.TryEnqueue(b))
+                {
+                    if (_stopping)
+                    {
+                        _pool.Return(b);
+                        return;
+                    }
+
+                    spin.SpinOnce(sleep1Threshold: 20);
+                }
             }
+        }
+        finally
+        {
+            // Never leave a peer's send-order lock held or sealed packets unsent.
+            ctx.EndSealBatch();
         }
     }
 
@@ -1110,6 +1156,59 @@ public sealed class OffloadDataPlane : IDataPlane, ILinkPacketSink
         }
 
         /// <summary>Inline mode: opens, or seals and sends, one packet on the calling thread.</summary>
+        /// <summary>
+        /// TUN reader, inline mode: seals <paramref name="b"/> into this context's pending send batch,
+        /// holding its peer's send-order lock until <see cref="EndSealBatch"/> so that the packet-ids
+        /// another queue's reader assigns to the same peer cannot overtake this batch on the wire.
+        /// A packet of another peer first ends the current batch.
+        /// </summary>
+        public void SealBatched(PacketBuffer b)
+        {
+            var peer = (Peer)b.Peer!;
+            if (!ReferenceEquals(_batchPeer, peer))
+            {
+                EndSealBatch();
+                Monitor.Enter(peer.SendOrder);
+                _batchPeer = peer;
+            }
+
+            try
+            {
+                Seal(b);
+            }
+            catch (Exception e) when (e is not OutOfMemoryException)
+            {
+                _dp.CountGlobal(OffloadDropReason.SendFailed);
+                _dp.LastWorkerError = e.GetType().Name + ": " + e.Message;
+            }
+        }
+
+        /// <summary>Sends what <see cref="SealBatched"/> queued and releases the peer's lock.</summary>
+        public void EndSealBatch()
+        {
+            if (_batchPeer is not { } peer)
+            {
+                return;
+            }
+
+            try
+            {
+                Flush();
+            }
+            catch (Exception e) when (e is not OutOfMemoryException)
+            {
+                _dp.CountGlobal(OffloadDropReason.SendFailed);
+                _dp.LastWorkerError = e.GetType().Name + ": " + e.Message;
+            }
+            finally
+            {
+                _batchPeer = null;
+                Monitor.Exit(peer.SendOrder);
+            }
+        }
+
+        private Peer? _batchPeer;
+
         public void Process(PacketBuffer b, PacketWork work)
         {
             try

@@ -262,6 +262,14 @@ public sealed unsafe class TunDevice : IDisposable
             cancellationToken, TaskCreationOptions.LongRunning, TaskScheduler.Default));
     }
 
+    /// <summary>Reads one queued packet without waiting; -1 when none is queued.</summary>
+    public int TryRead(Span<byte> buffer)
+    {
+        if (buffer.IsEmpty)
+            throw new ArgumentException("Empty buffer.", nameof(buffer));
+        return TryReadNonBlocking(buffer);
+    }
+
     /// <summary>Writes one IP packet. Returns the number of bytes written (of the packet).</summary>
     public int Write(ReadOnlySpan<byte> packet)
     {

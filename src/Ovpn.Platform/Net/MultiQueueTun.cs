@@ -44,13 +44,15 @@ public static class MultiQueueTun
     private static ITunDevice Wrap(TunDevice tun) => tun.HasVnetHeader ? new VnetQueue(tun) : new Queue(tun);
 
     /// <summary>One queue as the data plane's TUN port.</summary>
-    private class Queue(TunDevice tun) : ITunDevice
+    private class Queue(TunDevice tun) : ITunDevice, ITunTryRead
     {
         protected TunDevice Tun => tun;
 
         public string Name => tun.Name;
 
         public int Read(Span<byte> buffer) => tun.Read(buffer);
+
+        public int TryRead(Span<byte> buffer) => tun.TryRead(buffer);
 
         public void Write(ReadOnlySpan<byte> packet) => tun.Write(packet);
 

@@ -82,8 +82,10 @@ internal sealed class ChannelDatagramSocket : IBatchDatagramSocket
     }
 }
 
-/// <summary>In-memory TUN queue: tests inject packets "from the kernel" and read what the engine wrote.</summary>
-internal sealed class ChannelTun : ITunDevice
+/// <summary>In-memory TUN queue: tests inject packets "from the kernel" and read what the engine wrote.
+/// It can report "nothing queued" (<see cref="ITunTryRead"/>) like the real TUN; wrap it in
+/// <see cref="BlockingOnlyTun"/> to hide that.</summary>
+internal sealed class ChannelTun : ITunDevice, ITunTryRead
 {
     private readonly BlockingCollection<byte[]> _in = new();
     private readonly CancellationTokenSource _cts = new();
@@ -108,9 +110,32 @@ internal sealed class ChannelTun : ITunDevice
         }
     }
 
+    public int TryRead(Span<byte> buffer)
+    {
+        if (!_in.TryTake(out var p))
+        {
+            return -1;
+        }
+
+        p.CopyTo(buffer);
+        return p.Length;
+    }
+
     public void Write(ReadOnlySpan<byte> packet) => Written.Add(packet.ToArray());
 
     public void Dispose() => _cts.Cancel();
+}
+
+/// <summary>A TUN port with only the blocking Read (no <see cref="ITunTryRead"/>).</summary>
+internal sealed class BlockingOnlyTun(ChannelTun inner) : ITunDevice
+{
+    public string Name => inner.Name;
+
+    public int Read(Span<byte> buffer) => inner.Read(buffer);
+
+    public void Write(ReadOnlySpan<byte> packet) => inner.Write(packet);
+
+    public void Dispose() => inner.Dispose();
 }
 
 /// <summary>A TCP link double: records what the engine sends to it.</summary>

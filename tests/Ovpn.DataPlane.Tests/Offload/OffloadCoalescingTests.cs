@@ -98,11 +98,17 @@ public sealed class OffloadCoalescingTests
         var segments = Tcp.Run(new Tcp.Spec { Payload = 1300 }, 20);
         var (frames, plain) = Run(inline, coalesce: true, segments, linger);
         Assert.Empty(plain);
-        Assert.True(frames.Count < segments.Count, $"{frames.Count} frames for {segments.Count} segments");
         if (inline)
         {
+            Assert.True(frames.Count < segments.Count, $"{frames.Count} frames for {segments.Count} segments");
             // One receive batch, one flow: one super-packet.
             Assert.Single(frames);
+        }
+        else
+        {
+            // Pipelined: the worker may wake for the first packet before the reader queued the rest,
+            // so how many frames depends on scheduling; contents and order are checked below.
+            Assert.InRange(frames.Count, 1, segments.Count);
         }
 
         var outp = frames.SelectMany(Tcp.Resegment).ToList();
