@@ -44,14 +44,18 @@ kill "$SPID" 2>/dev/null || true; wait "$SPID" 2>/dev/null || true
 
 echo
 echo "Scale, UDP, tls-crypt, AES-256-GCM, concurrency 64, $(nproc) cores, $(date -u +%F)"
-printf '%-7s %-28s %-28s %s\n' clients "stock: hs/s, s, KiB/peer" "ovpnas: hs/s, s, KiB/peer" "hs/s ratio"
+printf '%-7s %-28s %-28s %-10s %s\n' clients "stock: hs/s, s, KiB/peer" "ovpnas: hs/s, s, KiB/peer" "hs/s ratio" "server CPU ms/hs: stock, ovpnas, capacity ratio"
 for n in "${NS[@]}"; do
   a=${OUT[a/$n]:-}; b=${OUT[b/$n]:-}
   ah=$(echo "$a" | grep -oE 'handshakes_per_s=[0-9.]+' | cut -d= -f2 || true); bh=$(echo "$b" | grep -oE 'handshakes_per_s=[0-9.]+' | cut -d= -f2 || true)
   as=$(echo "$a" | grep -oE ' seconds=[0-9.]+' | cut -d= -f2 || true); bs=$(echo "$b" | grep -oE ' seconds=[0-9.]+' | cut -d= -f2 || true)
   ak=$(echo "$a" | grep -oE 'kb_per_peer=[0-9.-]+' | cut -d= -f2 || true); bk=$(echo "$b" | grep -oE 'kb_per_peer=[0-9.-]+' | cut -d= -f2 || true)
   ratio=$(awk -v x="${bh:-0}" -v y="${ah:-0}" 'BEGIN{ if (y>0) printf "%.2fx", x/y; else print "n/a"}')
-  printf '%-7s %-28s %-28s %s\n' "$n" "${ah:-?}, ${as:-?}, ${ak:-?}" "${bh:-?}, ${bs:-?}, ${bk:-?}" "$ratio"
+  ac=$(echo "$a" | grep -oE 'server_cpu_ms_per_hs=[0-9.]+' | cut -d= -f2 || true); bc=$(echo "$b" | grep -oE 'server_cpu_ms_per_hs=[0-9.]+' | cut -d= -f2 || true)
+  # Capacity when the server alone owns the machine: stock openvpn is one thread (1 core), ovpnas
+  # spreads handshakes over all cores; capacity = cores / CPU per handshake.
+  cap=$(awk -v x="${bc:-0}" -v y="${ac:-0}" -v n="$(nproc)" 'BEGIN{ if (x>0 && y>0) printf "%.2fx", (n/x)/(1/y); else print "n/a"}')
+  printf '%-7s %-28s %-28s %-10s %s\n' "$n" "${ah:-?}, ${as:-?}, ${ak:-?}" "${bh:-?}, ${bs:-?}, ${bk:-?}" "$ratio" "${ac:-?}, ${bc:-?}, $cap"
 done
 
 if [ -n "${SCALE_PERF:-}" ]; then

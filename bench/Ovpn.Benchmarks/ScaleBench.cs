@@ -58,6 +58,7 @@ internal static class ScaleBench
         var remote = profile.Remotes[0];
         var ep = new IPEndPoint(IPAddress.Parse(remote.Host), remote.Port);
         long rssBefore = serverPid is { } p0 ? ReadRssKb(p0) : 0;
+        double cpuBefore = serverPid is { } c0 ? ReadCpuSeconds(c0) : 0;
         var live = new ConcurrentBag<(ClientConnection Conn, Socket Sock, IdlePath Path)>();
         using var gate = new SemaphoreSlim(concurrency);
         using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(timeoutS));
@@ -105,12 +106,16 @@ internal static class ScaleBench
 
         await Task.WhenAll(tasks).ConfigureAwait(false);
         double seconds = sw.Elapsed.TotalSeconds;
+        // Server CPU (utime+stime, all threads) spent while the clients connected: per handshake this
+        // is the server's cost whatever the generator's own speed, and 1/cost x cores its capacity.
+        double cpuSpent = serverPid is { } c1 ? ReadCpuSeconds(c1) - cpuBefore : 0;
         // Let the server settle with every peer idle, then measure its memory.
         await Task.Delay(3000).ConfigureAwait(false);
         long rssAfter = serverPid is { } p1 ? ReadRssKb(p1) : 0;
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"scale: clients={clients} established={established} failed={failed} seconds={seconds:F2} handshakes_per_s={established / seconds:F1} " +
-            $"server_rss_before_kb={rssBefore} server_rss_after_kb={rssAfter} kb_per_peer={(established > 0 ? (rssAfter - rssBefore) / (double)established : 0):F1}"));
+            $"server_rss_before_kb={rssBefore} server_rss_after_kb={rssAfter} kb_per_peer={(established > 0 ? (rssAfter - rssBefore) / (double)established : 0):F1} " +
+            $"server_cpu_s={cpuSpent:F2} server_cpu_ms_per_hs={(established > 0 ? cpuSpent * 1000 / established : 0):F2}"));
 
         if (blastPackets > 0)
         {
@@ -232,6 +237,15 @@ internal static class ScaleBench
         catch (Exception e) when (e is OperationCanceledException or SocketException or ObjectDisposedException)
         {
         }
+    }
+
+    /// <summary>utime + stime of a process in seconds (/proc/PID/stat fields 14 and 15, USER_HZ = 100).</summary>
+    private static double ReadCpuSeconds(int pid)
+    {
+        var stat = File.ReadAllText($"/proc/{pid}/stat");
+        // The command name (field 2) may contain spaces; fields after its closing parenthesis are plain.
+        var rest = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+        return (long.Parse(rest[11], CultureInfo.InvariantCulture) + long.Parse(rest[12], CultureInfo.InvariantCulture)) / 100.0;
     }
 
     private static long ReadRssKb(int pid)
