@@ -220,6 +220,58 @@ internal sealed class TestPeerKeys
     public AeadCodec ClientOpener() => new(Cipher, S2CKey, S2CTail);
 }
 
+/// <summary>Bounded waits shared by the engine tests (10 s each, a hang guard, not a timing assertion).</summary>
+internal static class TestWait
+{
+    public static readonly TimeSpan Limit = TimeSpan.FromSeconds(10);
+
+    /// <summary>Collects what the engine wrote to any of <paramref name="tuns"/> until <paramref name="count"/> packets or the limit.</summary>
+    public static List<byte[]> TakeTun(IReadOnlyList<ChannelTun> tuns, int count)
+    {
+        var got = new List<byte[]>();
+        var deadline = DateTime.UtcNow + Limit;
+        while (got.Count < count && DateTime.UtcNow < deadline)
+        {
+            foreach (var t in tuns)
+            {
+                while (t.Written.TryTake(out var p))
+                {
+                    got.Add(p);
+                }
+            }
+
+            if (got.Count < count)
+            {
+                Thread.Sleep(2);
+            }
+        }
+
+        return got;
+    }
+
+    /// <summary>Collects what the engine sent on <paramref name="sock"/> until <paramref name="count"/> datagrams or the limit.</summary>
+    public static List<(byte[] Data, SocketAddress To)> TakeSent(ChannelDatagramSocket sock, int count)
+    {
+        var got = new List<(byte[], SocketAddress)>();
+        while (got.Count < count && sock.Sent.TryTake(out var s, Limit))
+        {
+            got.Add(s);
+        }
+
+        return got;
+    }
+
+    public static void Eventually(Func<bool> cond, string what)
+    {
+        var deadline = DateTime.UtcNow + Limit;
+        while (!cond())
+        {
+            Assert.True(DateTime.UtcNow < deadline, "timed out waiting for " + what);
+            Thread.Sleep(2);
+        }
+    }
+}
+
 internal static class Packets
 {
     public static readonly IPAddress ServerVpn = IPAddress.Parse("172.27.224.1");

@@ -78,39 +78,6 @@ public sealed class OffloadClientModeTests : IDisposable
         return p;
     }
 
-    private List<byte[]> TakeTun(int count)
-    {
-        var got = new List<byte[]>();
-        var deadline = DateTime.UtcNow + Wait;
-        while (got.Count < count && DateTime.UtcNow < deadline)
-        {
-            foreach (var t in _tuns)
-            {
-                while (t.Written.TryTake(out var p))
-                {
-                    got.Add(p);
-                }
-            }
-
-            if (got.Count < count)
-            {
-                Thread.Sleep(2);
-            }
-        }
-
-        return got;
-    }
-
-    private static void Eventually(Func<bool> cond, string what)
-    {
-        var deadline = DateTime.UtcNow + Wait;
-        while (!cond())
-        {
-            Assert.True(DateTime.UtcNow < deadline, "timed out waiting for " + what);
-            Thread.Sleep(2);
-        }
-    }
-
     [Theory]
     [InlineData(true)]
     [InlineData(false)]
@@ -140,7 +107,7 @@ public sealed class OffloadClientModeTests : IDisposable
 
         Assert.Contains(plains, p => p.AsSpan().SequenceEqual(v4));
         Assert.Contains(plains, p => p.AsSpan().SequenceEqual(v6));
-        Eventually(() => dp.GetPeer(PeerId)!.VpnTxPackets == 2, "tx counters");
+        TestWait.Eventually(() => dp.GetPeer(PeerId)!.VpnTxPackets == 2, "tx counters");
         Assert.Equal(v4.Length + v6.Length, dp.GetPeer(PeerId)!.VpnTxBytes);
         Assert.DoesNotContain("NoRoute", dp.GlobalDrops.Keys);
     }
@@ -155,7 +122,7 @@ public sealed class OffloadClientModeTests : IDisposable
         _sock.Inject(FromServer(v4), _server);
         // A server may stamp another peer-id on its packets; the client has one peer anyway.
         _sock.Inject(FromServer(v6, stampedPeerId: 0xFFFFFF), _server);
-        var tun = TakeTun(2);
+        var tun = TestWait.TakeTun(_tuns, 2);
         Assert.True(tun.Count == 2, $"drops {string.Join(",", dp.GetPeer(PeerId)!.Drops)} global {string.Join(",", dp.GlobalDrops)} {dp.LastWorkerError}");
         Assert.Contains(tun, p => p.AsSpan().SequenceEqual(v4));
         Assert.Contains(tun, p => p.AsSpan().SequenceEqual(v6));
@@ -170,7 +137,7 @@ public sealed class OffloadClientModeTests : IDisposable
         var dp = Start([_sock], _link);
         byte[] control = [(4 << 3) | 0, 1, 2, 3, 4, 5, 6, 7, 8, 9];
         _sock.Inject(control, _server);
-        Eventually(() => !_events.Control.IsEmpty, "control packet");
+        TestWait.Eventually(() => !_events.Control.IsEmpty, "control packet");
         var (link, packet) = _events.Control.Single();
         Assert.Same(_link, link);
         Assert.Equal(control, packet);
@@ -179,7 +146,7 @@ public sealed class OffloadClientModeTests : IDisposable
         var stranger = Packets.Addr("10.99.0.66", 1194);
         _sock.Inject(control, stranger);
         _sock.Inject(FromServer(Packets.Ipv4(IPAddress.Parse("198.51.100.5"), OwnVpn, 1)), stranger);
-        Eventually(() => dp.GlobalDrops.GetValueOrDefault("WrongLink") == 2, "two wrong-link drops");
+        TestWait.Eventually(() => dp.GlobalDrops.GetValueOrDefault("WrongLink") == 2, "two wrong-link drops");
         Assert.Single(_events.Control);
         Assert.All(_tuns, t => Assert.Empty(t.Written));
         Assert.Equal(0, dp.GetPeer(PeerId)!.VpnRxPackets);
@@ -196,7 +163,7 @@ public sealed class OffloadClientModeTests : IDisposable
         _dp!.DeletePeer(PeerId);
         // Without its peer, TUN packets have nowhere to go.
         _tuns[0].Inject(Packets.Ipv4(OwnVpn, IPAddress.Parse("192.0.2.1"), 1));
-        Eventually(() => _dp.GlobalDrops.GetValueOrDefault("NoRoute") == 1, "no-route drop");
+        TestWait.Eventually(() => _dp.GlobalDrops.GetValueOrDefault("NoRoute") == 1, "no-route drop");
         Assert.Empty(_sock.Sent);
     }
 
@@ -214,7 +181,7 @@ public sealed class OffloadClientModeTests : IDisposable
         // A ping from the server is consumed (not written to TUN) and keeps the peer alive.
         _time.Advance(TimeSpan.FromSeconds(40));
         _sock.Inject(FromServer(SpecialPayloads.PingMagic.ToArray()), _server);
-        Eventually(() => dp.GetPeer(PeerId)!.LinkRxPackets == 1, "server ping");
+        TestWait.Eventually(() => dp.GetPeer(PeerId)!.LinkRxPackets == 1, "server ping");
         _time.Advance(TimeSpan.FromSeconds(40));
         dp.Tick();
         Assert.Empty(_events.Deleted);
@@ -232,7 +199,7 @@ public sealed class OffloadClientModeTests : IDisposable
         var dp = Start([], tcp);
         var v4 = Packets.Ipv4(IPAddress.Parse("198.51.100.5"), OwnVpn, 5, 70);
         dp.OnLinkPacket(tcp, FromServer(v4), new byte[2048]);
-        var tun = TakeTun(1);
+        var tun = TestWait.TakeTun(_tuns, 1);
         Assert.Single(tun);
         Assert.Equal(v4, tun[0]);
 

@@ -59,50 +59,6 @@ public abstract class OffloadDataPlaneTests : IDisposable
         return new Client(peerId, ip, addr, keys, keys.ClientSealer(), keys.ClientOpener());
     }
 
-    private List<byte[]> TakeTun(int count)
-    {
-        var got = new List<byte[]>();
-        var deadline = DateTime.UtcNow + Wait;
-        while (got.Count < count && DateTime.UtcNow < deadline)
-        {
-            foreach (var t in _tuns)
-            {
-                while (t.Written.TryTake(out var p))
-                {
-                    got.Add(p);
-                }
-            }
-
-            if (got.Count < count)
-            {
-                Thread.Sleep(2);
-            }
-        }
-
-        return got;
-    }
-
-    private List<(byte[] Data, SocketAddress To)> TakeSent(int count)
-    {
-        var got = new List<(byte[], SocketAddress)>();
-        while (got.Count < count && _sock.Sent.TryTake(out var s, Wait))
-        {
-            got.Add(s);
-        }
-
-        return got;
-    }
-
-    private static void Eventually(Func<bool> cond, string what)
-    {
-        var deadline = DateTime.UtcNow + Wait;
-        while (!cond())
-        {
-            Assert.True(DateTime.UtcNow < deadline, "timed out waiting for " + what);
-            Thread.Sleep(2);
-        }
-    }
-
     [Fact]
     public void Engine_identity_and_refusals()
     {
@@ -126,14 +82,14 @@ public abstract class OffloadDataPlaneTests : IDisposable
         var c = AddUdpPeer(1, "172.27.224.2");
         var wire = c.Data(1, size: 100);
         _sock.Inject(wire, c.Addr);
-        var tun = TakeTun(1);
+        var tun = TestWait.TakeTun(_tuns, 1);
         Assert.True(tun.Count == 1, $"global {string.Join(",", _dp.GlobalDrops)} peer {string.Join(",", _dp.GetPeer(1)!.Drops)} out {_dp.Pool.Outstanding} rx {_dp.GetPeer(1)!.LinkRxPackets} {_dp.LastWorkerError}");
         Assert.Equal(100, tun[0].Length);
         Assert.Equal(1u, Packets.Seq(tun[0]));
 
         var reply = Packets.Ipv4(Packets.ServerVpn, c.Vpn, 77, 200);
         _tuns[0].Inject(reply);
-        var sent = TakeSent(1);
+        var sent = TestWait.TakeSent(_sock, 1);
         Assert.Single(sent);
         Assert.Equal(c.Addr, sent[0].To);
         Assert.Equal((9 << 3) | 0, sent[0].Data[0]);
@@ -142,7 +98,7 @@ public abstract class OffloadDataPlaneTests : IDisposable
         Assert.Equal(1u, pid);
         Assert.Equal(reply, plain);
 
-        Eventually(() => _dp.GetPeer(1)!.LinkTxPackets == 1, "tx counters");
+        TestWait.Eventually(() => _dp.GetPeer(1)!.LinkTxPackets == 1, "tx counters");
         var st = _dp.GetPeer(1)!;
         Assert.Equal(1, st.VpnRxPackets);
         Assert.Equal(100, st.VpnRxBytes);
@@ -169,7 +125,7 @@ public abstract class OffloadDataPlaneTests : IDisposable
             }
         }
 
-        var tun = TakeTun(3 * n);
+        var tun = TestWait.TakeTun(_tuns, 3 * n);
         Assert.Equal(3 * n, tun.Count);
         foreach (var c in clients)
         {
@@ -186,7 +142,7 @@ public abstract class OffloadDataPlaneTests : IDisposable
             Assert.Equal(Enumerable.Range(1, n).Select(i => (uint)i), seqs);
         }
 
-        var sent = TakeSent(3 * n);
+        var sent = TestWait.TakeSent(_sock, 3 * n);
         Assert.Equal(3 * n, sent.Count);
         foreach (var c in clients)
         {
@@ -214,7 +170,7 @@ public abstract class OffloadDataPlaneTests : IDisposable
             Assert.True(_sock.SendBatchCalls < 3 * n, $"sends were batched ({_sock.SendBatchCalls} calls for {3 * n} packets)");
         }
 
-        Eventually(() => _dp.Pool.Outstanding <= 64 + _tuns.Length, "buffers back in the pool (only the readers' receive buffers are out)");
+        TestWait.Eventually(() => _dp.Pool.Outstanding <= 64 + _tuns.Length, "buffers back in the pool (only the readers' receive buffers are out)");
     }
 
     [Fact]
@@ -230,8 +186,8 @@ public abstract class OffloadDataPlaneTests : IDisposable
         _sock.Inject(c.Data(3), c.Addr);
         c.NextId = 190; // inside the window, never seen: accepted (reordering is allowed)
         _sock.Inject(c.Data(4), c.Addr);
-        Eventually(() => _dp.GetPeer(1)!.Drops.GetValueOrDefault("Replay") == 2, "two replay drops");
-        var tun = TakeTun(3);
+        TestWait.Eventually(() => _dp.GetPeer(1)!.Drops.GetValueOrDefault("Replay") == 2, "two replay drops");
+        var tun = TestWait.TakeTun(_tuns, 3);
         Assert.Equal(new uint[] { 1, 2, 4 }, tun.Select(Packets.Seq).ToArray());
     }
 
@@ -250,9 +206,9 @@ public abstract class OffloadDataPlaneTests : IDisposable
         _sock.Inject(Packets.Seal(c.Sealer, 0, 1, c.NextId++, new byte[10]), c.Addr); // not an IP packet
         _sock.Inject([(6 << 3), 1, 2, 3, 4], c.Addr); // DATA_V1: offload peers never use it
         _sock.Inject(c.Data(9), c.Addr); // a good one after all that
-        var tun = TakeTun(1);
+        var tun = TestWait.TakeTun(_tuns, 1);
         Assert.Equal(9u, Packets.Seq(tun.Single()));
-        Eventually(() => _dp.GetPeer(1)!.Drops.Values.Sum() == 5, "peer drops");
+        TestWait.Eventually(() => _dp.GetPeer(1)!.Drops.Values.Sum() == 5, "peer drops");
         var d = _dp.GetPeer(1)!.Drops;
         Assert.Equal(2, d["Malformed"]); // header-only packet and the 10-byte payload
         Assert.Equal(1, d["AuthFailed"]);
@@ -271,7 +227,7 @@ public abstract class OffloadDataPlaneTests : IDisposable
         var from = Packets.Addr("10.99.0.9", 5555);
         byte[] reset = [(7 << 3), 1, 2, 3, 4, 5, 6, 7, 8, 0];
         _sock.Inject(reset, from);
-        Eventually(() => !_events.Control.IsEmpty, "control packet");
+        TestWait.Eventually(() => !_events.Control.IsEmpty, "control packet");
         Assert.True(_events.Control.TryDequeue(out var cp));
         Assert.Equal(reset, cp.Packet);
         Assert.False(cp.Link.IsTcp);
@@ -310,18 +266,18 @@ public abstract class OffloadDataPlaneTests : IDisposable
             _sock.Inject(Packets.Seal(sealer1, 1, 1, id1++, Packets.Ipv4(c.Vpn, Packets.ServerVpn, ++seq)), c.Addr);
         }
 
-        var tun = TakeTun((int)seq);
+        var tun = TestWait.TakeTun(_tuns, (int)seq);
         Assert.Equal((int)seq, tun.Count);
         Assert.Equal(Enumerable.Range(1, (int)seq).Select(i => (uint)i), tun.Select(Packets.Seq));
 
         // After the swap the server sends with key-id 1.
-        var sent = TakeSent(1).Single();
+        var sent = TestWait.TakeSent(_sock, 1).Single();
         Assert.Equal(1, sent.Data[0] & 7);
         Packets.Open(opener1, sent.Data, out _);
 
         _dp.DeleteKey(1, KeySlot.Secondary);
         _sock.Inject(c.Data(++seq, keyId: 0), c.Addr);
-        Eventually(() => _dp.GetPeer(1)!.Drops.GetValueOrDefault("UnknownKey") == 1, "old key refused after delete");
+        TestWait.Eventually(() => _dp.GetPeer(1)!.Drops.GetValueOrDefault("UnknownKey") == 1, "old key refused after delete");
         Assert.DoesNotContain(_dp.GetPeer(1)!.Drops, kv => kv.Key != "UnknownKey");
     }
 
@@ -336,13 +292,13 @@ public abstract class OffloadDataPlaneTests : IDisposable
 
         _time.Advance(TimeSpan.FromSeconds(6));
         _dp.Tick();
-        var ping = TakeSent(1).Single();
+        var ping = TestWait.TakeSent(_sock, 1).Single();
         Assert.True(SpecialPayloads.IsPing(Packets.Open(c.Opener, ping.Data, out _)));
 
         // A ping from the client keeps it alive; it is consumed, not written to TUN.
         byte[] magic = SpecialPayloads.PingMagic.ToArray();
         _sock.Inject(Packets.Seal(c.Sealer, 0, 1, c.NextId++, magic), c.Addr);
-        Eventually(() => _dp.GetPeer(1)!.LinkRxPackets == 1, "client ping");
+        TestWait.Eventually(() => _dp.GetPeer(1)!.LinkRxPackets == 1, "client ping");
         _time.Advance(TimeSpan.FromSeconds(50));
         _dp.Tick();
         Assert.NotNull(_dp.GetPeer(1));
@@ -352,7 +308,7 @@ public abstract class OffloadDataPlaneTests : IDisposable
         _dp.Tick();
         Assert.Null(_dp.GetPeer(1));
         Assert.Equal((1u, PeerDeleteReason.Expired), _events.Deleted.Single());
-        Assert.Empty(TakeTun(0));
+        Assert.Empty(TestWait.TakeTun(_tuns, 0));
         Assert.True(_tuns.All(t => t.Written.Count == 0));
     }
 
@@ -363,7 +319,7 @@ public abstract class OffloadDataPlaneTests : IDisposable
         var occ = new byte[17];
         SpecialPayloads.WriteOcc(occ, OccOpcode.Exit);
         _sock.Inject(Packets.Seal(c.Sealer, 0, 1, c.NextId++, occ), c.Addr);
-        Eventually(() => !_events.Deleted.IsEmpty, "peer deleted");
+        TestWait.Eventually(() => !_events.Deleted.IsEmpty, "peer deleted");
         Assert.Equal((1u, PeerDeleteReason.TransportDisconnect), _events.Deleted.Single());
     }
 
@@ -377,8 +333,8 @@ public abstract class OffloadDataPlaneTests : IDisposable
             _tuns[0].Inject(Packets.Ipv4(Packets.ServerVpn, c.Vpn, i));
         }
 
-        Assert.Equal(5, TakeSent(5).Count);
-        Eventually(() => !_events.RenegotiationDue.IsEmpty, "renegotiation event");
+        Assert.Equal(5, TestWait.TakeSent(_sock, 5).Count);
+        TestWait.Eventually(() => !_events.RenegotiationDue.IsEmpty, "renegotiation event");
         Thread.Sleep(50);
         Assert.Equal((1u, 0), _events.RenegotiationDue.Single());
     }
@@ -392,15 +348,15 @@ public abstract class OffloadDataPlaneTests : IDisposable
         forged[30] ^= 0xFF;
         _sock.Inject(forged, roamed);
         _sock.Inject(c.Data(2), c.Addr);
-        Assert.Single(TakeTun(1));
+        Assert.Single(TestWait.TakeTun(_tuns, 1));
         Assert.Empty(_events.Floated);
 
         _sock.Inject(c.Data(3), roamed);
-        Assert.Single(TakeTun(1));
-        Eventually(() => !_events.Floated.IsEmpty, "float event");
+        Assert.Single(TestWait.TakeTun(_tuns, 1));
+        TestWait.Eventually(() => !_events.Floated.IsEmpty, "float event");
         Assert.Equal(roamed, ((UdpLinkTransport)_events.Floated.Single().Link).Address);
         _tuns[0].Inject(Packets.Ipv4(Packets.ServerVpn, c.Vpn, 9));
-        Assert.Equal(roamed, TakeSent(1).Single().To);
+        Assert.Equal(roamed, TestWait.TakeSent(_sock, 1).Single().To);
     }
 
     [Fact]
@@ -418,7 +374,7 @@ public abstract class OffloadDataPlaneTests : IDisposable
             _dp.OnLinkPacket(link, Packets.Seal(sealer, 0, 3, i, Packets.Ipv4(vpn, Packets.ServerVpn, i)), new byte[2048]);
         }
 
-        Assert.Equal(Enumerable.Range(1, 100).Select(i => (uint)i), TakeTun(100).Select(Packets.Seq));
+        Assert.Equal(Enumerable.Range(1, 100).Select(i => (uint)i), TestWait.TakeTun(_tuns, 100).Select(Packets.Seq));
         _tuns[1].Inject(Packets.Ipv4(Packets.ServerVpn, vpn, 5));
         Assert.True(link.Sent.TryTake(out var wire, Wait));
         Assert.Equal(5u, Packets.Seq(Packets.Open(opener, wire!, out _)));
@@ -427,7 +383,7 @@ public abstract class OffloadDataPlaneTests : IDisposable
         // The same peer's packets arriving over another connection are refused.
         var other = new FakeTcpLink(new IPEndPoint(IPAddress.Parse("10.99.0.2"), 50001));
         _dp.OnLinkPacket(other, Packets.Seal(sealer, 0, 3, 101, Packets.Ipv4(vpn, Packets.ServerVpn, 101)), new byte[2048]);
-        Eventually(() => _dp.GetPeer(3)!.Drops.GetValueOrDefault("WrongLink") == 1, "wrong link drop");
+        TestWait.Eventually(() => _dp.GetPeer(3)!.Drops.GetValueOrDefault("WrongLink") == 1, "wrong link drop");
 
         // Control packets from TCP go up with the TCP link.
         _dp.OnLinkPacket(link, [(4 << 3), 9, 9], new byte[16]);
@@ -444,8 +400,8 @@ public abstract class OffloadDataPlaneTests : IDisposable
             _tuns[0].Inject(Packets.Ipv4(Packets.ServerVpn, c.Vpn, i));
         }
 
-        Assert.Equal(200, TakeTun(200).Count);
-        Assert.Equal(200, TakeSent(200).Count);
+        Assert.Equal(200, TestWait.TakeTun(_tuns, 200).Count);
+        Assert.Equal(200, TestWait.TakeSent(_sock, 200).Count);
         Assert.Equal(_inline ? 1 + 2 : 2 + 1 + 2, _dp.RunningThreads); // (workers,) UDP reader, TUN readers
         _dp.Dispose();
         Assert.Equal(0, _dp.RunningThreads);
@@ -462,7 +418,7 @@ public abstract class OffloadDataPlaneTests : IDisposable
         Assert.Empty(_events.Deleted); // deletes asked for by the control plane are not echoed back
         _sock.Inject(c.Data(1), c.Addr);
         _tuns[0].Inject(Packets.Ipv4(Packets.ServerVpn, c.Vpn, 1));
-        Eventually(() => _dp.GlobalDrops.GetValueOrDefault("UnknownPeer") == 1 && _dp.GlobalDrops.GetValueOrDefault("NoRoute") == 1, "drops");
-        Assert.Empty(TakeTun(0));
+        TestWait.Eventually(() => _dp.GlobalDrops.GetValueOrDefault("UnknownPeer") == 1 && _dp.GlobalDrops.GetValueOrDefault("NoRoute") == 1, "drops");
+        Assert.Empty(TestWait.TakeTun(_tuns, 0));
     }
 }

@@ -24,17 +24,6 @@ public sealed class OffloadTunBatchTests
         return (dp, sock, tun);
     }
 
-    private static List<(byte[] Data, System.Net.SocketAddress To)> TakeSent(ChannelDatagramSocket sock, int count)
-    {
-        var got = new List<(byte[], System.Net.SocketAddress)>();
-        while (got.Count < count && sock.Sent.TryTake(out var s, Wait))
-        {
-            got.Add(s);
-        }
-
-        return got;
-    }
-
     [Theory]
     [InlineData(true)]
     [InlineData(false)]
@@ -60,7 +49,7 @@ public sealed class OffloadTunBatchTests
             }
 
             dp.Start();
-            var sent = TakeSent(sock, n);
+            var sent = TestWait.TakeSent(sock, n);
             Assert.Equal(n, sent.Count);
             foreach (var p in peers)
             {
