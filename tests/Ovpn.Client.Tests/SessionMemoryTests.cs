@@ -56,7 +56,7 @@ public sealed class SessionMemoryTests(ITestOutputHelper output) : IDisposable
         using var serverPlane = new ManagedDataPlane(null, mgr);
         mgr.Paths = new DaemonSelector([new DataPath("memory", serverPlane, control.Pool, isOffload: false, "mem")], []);
 
-        var wire = new PairWire();
+        var wire = new MemoryWire(loss: 0, seed: 1);
         var clientPath = new SignalClientPath();
         var conn = new ClientConnection(profile, profile.Remotes[0], wire.ClientEnd, clientPath);
         wire.DeliverToServer = p => serverPlane.OnLinkPacket(wire.ServerEnd, p, new byte[4096]);
@@ -122,7 +122,7 @@ public sealed class SessionMemoryTests(ITestOutputHelper output) : IDisposable
             var waits = new List<Task>();
             for (int i = 0; i < count; i++)
             {
-                var wire = new PairWire();
+                var wire = new MemoryWire(loss: 0, seed: 1);
                 var path = new SignalClientPath();
                 var conn = new ClientConnection(profile, profile.Remotes[0], wire.ClientEnd, path);
                 wire.DeliverToServer = p => serverPlane.OnLinkPacket(wire.ServerEnd, p, new byte[4096]);
@@ -194,50 +194,6 @@ public sealed class SessionMemoryTests(ITestOutputHelper output) : IDisposable
 
         public void SwapKeys()
         {
-        }
-    }
-
-    /// <summary>Two link ends joined in memory, lossless; packets travel through a channel (never inline).</summary>
-    private sealed class PairWire
-    {
-        private readonly Channel<(bool ToServer, byte[] Packet)> _queue = Channel.CreateUnbounded<(bool, byte[])>();
-
-        public PairWire()
-        {
-            ClientEnd = new End(this, toServer: true);
-            ServerEnd = new End(this, toServer: false);
-            _ = Task.Run(PumpAsync);
-        }
-
-        public ILinkTransport ClientEnd { get; }
-
-        public ILinkTransport ServerEnd { get; }
-
-        public Action<byte[]> DeliverToServer { get; set; } = _ => { };
-
-        public Action<byte[]> DeliverToClient { get; set; } = _ => { };
-
-        private async Task PumpAsync()
-        {
-            await foreach (var (toServer, p) in _queue.Reader.ReadAllAsync())
-            {
-                (toServer ? DeliverToServer : DeliverToClient)(p);
-            }
-        }
-
-        private sealed class End(PairWire wire, bool toServer) : ILinkTransport
-        {
-            public EndPoint Remote { get; } = new IPEndPoint(IPAddress.Loopback, toServer ? 1194 : 40000);
-
-            public bool IsTcp => true;
-
-            public void Send(ReadOnlySpan<byte> packet) => wire._queue.Writer.TryWrite((toServer, packet.ToArray()));
-
-            public string Describe() => toServer ? "mem:client->server" : "mem:server->client";
-
-            public void Close()
-            {
-            }
         }
     }
 }
