@@ -47,6 +47,9 @@ public sealed class OpenVpnProfileTests : IDisposable
                 Assert.Fail("openvpn sent no packet within 15 s:\n" + client.Log);
                 throw;
             }
+            // The datagram can arrive before openvpn's log lines reach us through its stdout pipe:
+            // wait (bounded) for the line that is logged before the first packet is sent.
+            await client.WaitForLogAsync("link remote:", TimeSpan.FromSeconds(10));
             text = client.Log;
         }
 
