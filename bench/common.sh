@@ -1,34 +1,13 @@
 # SPDX-License-Identifier: MIT
-# Shared set-up for bench/scale.sh and bench/forward.sh (sourced, not run): two namespaces joined by a
-# veth pair (10.202.0.0/24, nothing leaves them), Release builds of ovpnas and the benchmark tool, a
+# Shared set-up for bench/scale.sh and bench/forward.sh (sourced, not run): the namespaces of
+# bench/netns.sh on 10.202.0.0/24, Release builds of ovpnas and the benchmark tool, a
 # throwaway PKI and config for the stock openvpn server (every simulated client shares one
 # certificate, hence duplicate-cn), and a matching client profile. Cleans up on exit.
-here=$(cd "$(dirname "$0")" && pwd); root=$(cd "$here/.." && pwd)
-S=scb$$s; C=scb$$c; W=$(mktemp -d /tmp/scalebench.XXXX)
-SRV_IP=10.202.0.1; CLI_IP=10.202.0.2
-export OVPN_ARTIFACTS=${OVPN_ARTIFACTS:-/tmp/art-bench}
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]:-}"; do [[ -n "$p" ]] && kill "$p" 2>/dev/null || true; done
-  sleep 1
-  for p in "${PIDS[@]:-}"; do [[ -n "$p" ]] && kill -9 "$p" 2>/dev/null || true; done
-  ip netns del "$S" 2>/dev/null || true; ip netns del "$C" 2>/dev/null || true
-  rm -rf "$W"
-}
-trap cleanup EXIT
-ip netns add "$S"; ip netns add "$C"
-ip link add "s$$s" type veth peer name "s$$c"
-ip link set "s$$s" netns "$S"; ip link set "s$$c" netns "$C"
-ip -n "$S" addr add $SRV_IP/24 dev "s$$s"; ip -n "$C" addr add $CLI_IP/24 dev "s$$c"
-for n in "$S" "$C"; do ip -n "$n" link set lo up; done
-ip -n "$S" link set "s$$s" up; ip -n "$C" link set "s$$c" up
-
-dotnet build -c Release "$root/src/Ovpn.Cli" >/dev/null
+BENCH_NS_TAG=scb BENCH_NET=10.202.0
+# shellcheck source=bench/netns.sh
+source "$(cd "$(dirname "$0")" && pwd)/netns.sh"
 dotnet build -c Release "$root/bench/Ovpn.Benchmarks" >/dev/null
-OVPNAS=$(find "$OVPN_ARTIFACTS/bin/Ovpn.Cli" -path '*release*' -name ovpnas.dll | head -1)
 BENCH=$(find "$OVPN_ARTIFACTS/bin/Ovpn.Benchmarks" -path '*release*' -name Ovpn.Benchmarks.dll | head -1)
-ovpnas() { dotnet "$OVPNAS" "$@"; }
-wait_log() { for _ in $(seq 1 $(( $3 * 5 ))); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.2; done; return 1; }
 
 # ---- PKI for the stock server (throwaway): every simulated client shares one certificate ----
 P=$W/pki; mkdir -p "$P"

@@ -15,29 +15,9 @@
 set -euo pipefail
 T=${1:-10}
 ROWS=" ${BENCH_ROWS:-a b c d e f} "
-here=$(cd "$(dirname "$0")" && pwd); root=$(cd "$here/.." && pwd)
-S=dpb$$s; C=dpb$$c; W=$(mktemp -d /tmp/dpbench.XXXX)
-SRV_IP=10.201.0.1; CLI_IP=10.201.0.2
-export OVPN_ARTIFACTS=${OVPN_ARTIFACTS:-/tmp/art-bench}
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]:-}"; do [[ -n "$p" ]] && kill "$p" 2>/dev/null || true; done
-  sleep 1
-  for p in "${PIDS[@]:-}"; do [[ -n "$p" ]] && kill -9 "$p" 2>/dev/null || true; done
-  ip netns del "$S" 2>/dev/null || true; ip netns del "$C" 2>/dev/null || true
-  rm -rf "$W"
-}
-trap cleanup EXIT
-ip netns add "$S"; ip netns add "$C"
-ip link add "v$$s" type veth peer name "v$$c"
-ip link set "v$$s" netns "$S"; ip link set "v$$c" netns "$C"
-ip -n "$S" addr add $SRV_IP/24 dev "v$$s"; ip -n "$C" addr add $CLI_IP/24 dev "v$$c"
-for n in "$S" "$C"; do ip -n "$n" link set lo up; done
-ip -n "$S" link set "v$$s" up; ip -n "$C" link set "v$$c" up
-
-dotnet build -c Release "$root/src/Ovpn.Cli" >/dev/null
-OVPNAS=$(find "$OVPN_ARTIFACTS/bin/Ovpn.Cli" -path '*release*' -name ovpnas.dll | head -1)
-ovpnas() { dotnet "$OVPNAS" "$@"; }
+BENCH_NS_TAG=dpb BENCH_NET=10.201.0
+# shellcheck source=bench/netns.sh
+source "$(cd "$(dirname "$0")" && pwd)/netns.sh"
 TCK=$(getconf CLK_TCK)
 cpu_s() { awk -v t="$TCK" '{print ($14+$15)/t}' "/proc/$1/stat"; }
 
@@ -79,9 +59,6 @@ tls-crypt $P/tc.key
 data-ciphers AES-256-GCM
 verb 3
 CONF
-
-wait_log() { # file pattern seconds
-  for _ in $(seq 1 $(( $3 * 5 ))); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.2; done; return 1; }
 
 declare -A RES CPU
 run_tests() { # label server-pid server-tun-ip
