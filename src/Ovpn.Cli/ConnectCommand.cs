@@ -161,6 +161,11 @@ public static class ConnectCommand
     /// </summary>
     private sealed class LinuxClientDataPathFactory(ClientDcoMode mode) : IClientDataPathFactory
     {
+        /// <summary>What "this engine cannot run on this host" looks like (auto then falls back).</summary>
+        private static bool IsStartFailure(Exception e) =>
+            e is Platform.PlatformException or IOException or InvalidOperationException or NotSupportedException
+                or UnauthorizedAccessException or ArgumentException or DllNotFoundException;
+
         private readonly LinuxClientTunFactory _tuns = new();
         private KernelDcoStatus? _kernel;
 
@@ -175,46 +180,12 @@ public static class ConnectCommand
 
             string? kernelStatus = _kernel is null ? "kernel DCO not probed" : _kernel.Usable ? null : _kernel.ToString();
             var (kind, reason) = ClientDcoPolicy.Choose(mode, r.DisableDco, tcp, r.Cipher, r.Peer.OffloadBlocker, kernelStatus);
-            if (kind == ClientEngineKind.Managed)
-            {
-                return new ManagedClientDataPlane(_tuns, r, reason);
-            }
-
-            if (kind == ClientEngineKind.Kernel)
-            {
-                if (mode == ClientDcoMode.Kernel)
-                {
-                    return new KernelClientDataPlane(r, reason);
-                }
-
-                try
-                {
-                    return new KernelClientDataPlane(r, reason);
-                }
-                catch (Exception e) when (e is IOException or NotSupportedException or InvalidOperationException
-                    or UnauthorizedAccessException or ArgumentException)
-                {
-                    Log.Warn("client", $"kernel data path could not start ({e.Message}); using the userspace offload engine");
-                    reason = $"auto: kernel data path failed to start: {e.Message}";
-                }
-            }
-
-            if (mode != ClientDcoMode.Auto)
-            {
-                return new OffloadClientDataPlane(r, reason);
-            }
-
-            try
-            {
-                return new OffloadClientDataPlane(r, reason);
-            }
-            catch (Exception e) when (e is Platform.PlatformException or IOException or InvalidOperationException or NotSupportedException
-                or UnauthorizedAccessException or DllNotFoundException)
-            {
-                // auto must still connect: the managed engine needs only a plain TUN device.
-                Log.Warn("client", $"userspace offload could not start ({e.Message}); using the managed engine");
-                return new ManagedClientDataPlane(_tuns, r, $"auto: offload engine failed to start: {e.Message}");
-            }
+            return ClientEngineStarter.Start<IClientDataPlane>(mode, kind, reason,
+                kernel: why => new KernelClientDataPlane(r, why),
+                userspace: why => new OffloadClientDataPlane(r, why),
+                managed: why => new ManagedClientDataPlane(_tuns, r, why),
+                isStartFailure: IsStartFailure,
+                warn: m => Log.Warn("client", m));
         }
     }
 

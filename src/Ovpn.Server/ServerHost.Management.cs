@@ -67,14 +67,30 @@ public sealed partial class ServerHost
             }
         }
 
+        AddTcpSendDrops(global);
+        // A session's real address is its link's Describe(): that finds a TCP client's connection,
+        // whose send-queue drops join the engine's per-peer drop reasons.
+        var tcpByAddress = new Dictionary<string, Ovpn.DataPlane.Transport.TcpLinkTransport>();
+        foreach (var link in _tcpLinks.Keys)
+        {
+            tcpByAddress[link.Describe()] = link;
+        }
+
         var list = new List<ClientStatus>();
         foreach (var s in _sessions.GetSessions())
         {
             PeerStatsOrEmpty(s.PeerId, byId, out var st);
+            var drops = st?.Drops is { } d ? new Dictionary<string, long>(d) : new Dictionary<string, long>();
+            if (tcpByAddress.TryGetValue(s.RealAddress, out var tcp))
+            {
+                AddDrop(drops, TcpSendQueueFullDrop, tcp.DroppedDataPackets);
+                AddDrop(drops, TcpSendQueueFullControlDrop, tcp.DroppedControlPackets);
+            }
+
             list.Add(new ClientStatus(s.CommonName, s.RealAddress, s.VpnAddress, s.PeerId, s.Cipher, s.ClientVersion, s.ConnectedAt,
                 s.Authenticated, s.DataPath, s.DataPathReason,
                 st?.VpnRxBytes ?? 0, st?.VpnTxBytes ?? 0, st?.VpnRxPackets ?? 0, st?.VpnTxPackets ?? 0,
-                st?.Drops ?? new Dictionary<string, long>()));
+                drops));
         }
 
         return new VpnStatus(list, global);

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
 using System.Buffers.Binary;
+using System.Collections.Concurrent;
 using System.Net;
 using System.Net.Sockets;
 using Ovpn.ControlPlane;
@@ -66,6 +67,18 @@ public sealed partial class ServerHost : IAsyncDisposable
     private Thread? _udpThread;
     private Timer? _keepalive;
     private long _tcpFramingErrors;
+
+    // TCP send-queue drops (TcpLinkTransport counts them per connection): the live connections,
+    // and the sums of connections already closed, so the totals never go backwards.
+    private readonly ConcurrentDictionary<TcpLinkTransport, byte> _tcpLinks = new(ReferenceEqualityComparer.Instance);
+    private long _closedTcpDataDrops;
+    private long _closedTcpControlDrops;
+
+    /// <summary>Drop reason for data packets a TCP client's full send queue refused (in the status drop maps).</summary>
+    public const string TcpSendQueueFullDrop = "TcpSendQueueFull";
+
+    /// <summary>Drop reason for control packets refused by a full TCP send queue and its control reserve.</summary>
+    public const string TcpSendQueueFullControlDrop = "TcpSendQueueFullControl";
 
     public ServerHost(ListenOptions listen, ControlPlaneOptions control)
     {
@@ -377,6 +390,7 @@ public sealed partial class ServerHost : IAsyncDisposable
             }
 
             var link = new TcpLinkTransport(conn);
+            _tcpLinks[link] = 0;
             _ = Task.Run(() => RunTcpConnectionAsync(link));
         }
     }
@@ -432,6 +446,11 @@ public sealed partial class ServerHost : IAsyncDisposable
         {
             _sessions.OnTcpClosed(link);
             link.Close();
+            if (_tcpLinks.TryRemove(link, out _))
+            {
+                Interlocked.Add(ref _closedTcpDataDrops, link.DroppedDataPackets);
+                Interlocked.Add(ref _closedTcpControlDrops, link.DroppedControlPackets);
+            }
         }
     }
 
@@ -497,7 +516,35 @@ public sealed partial class ServerHost : IAsyncDisposable
             }
         }
 
+        AddTcpSendDrops(global);
         return $"drops: control={Fmt(_sessions.ControlDrops)} data={Fmt(global)} peers={Fmt(peerDrops)} tcp-framing={TcpFramingErrors}";
+    }
+
+    /// <summary>
+    /// Adds the TCP send-queue drops of every connection (live and closed) to a totals map, under
+    /// <see cref="TcpSendQueueFullDrop"/> / <see cref="TcpSendQueueFullControlDrop"/>; zero counts
+    /// are left out like the other drop reasons.
+    /// </summary>
+    private void AddTcpSendDrops(Dictionary<string, long> totals)
+    {
+        long data = Interlocked.Read(ref _closedTcpDataDrops);
+        long control = Interlocked.Read(ref _closedTcpControlDrops);
+        foreach (var link in _tcpLinks.Keys)
+        {
+            data += link.DroppedDataPackets;
+            control += link.DroppedControlPackets;
+        }
+
+        AddDrop(totals, TcpSendQueueFullDrop, data);
+        AddDrop(totals, TcpSendQueueFullControlDrop, control);
+    }
+
+    private static void AddDrop(Dictionary<string, long> d, string reason, long n)
+    {
+        if (n > 0)
+        {
+            d[reason] = d.GetValueOrDefault(reason) + n;
+        }
     }
 
     public async ValueTask DisposeAsync() => await StopAsync().ConfigureAwait(false);

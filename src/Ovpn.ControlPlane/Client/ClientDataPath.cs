@@ -124,6 +124,63 @@ public static class ClientDcoPolicy
     }
 }
 
+/// <summary>
+/// Starts the engine <see cref="ClientDcoPolicy.Choose"/> picked, with the fallback chain of
+/// `--dco auto`: a kernel engine that fails to start falls back to the userspace offload engine,
+/// and a userspace engine that fails to start (e.g. no multi-queue TUN, no batched UDP) falls back
+/// to the managed engine, which needs only a plain TUN device; each fallback is reported through
+/// <c>warn</c> and carried in the reason the engine is given. An explicit --dco kernel / userspace
+/// never falls back: the start failure propagates, so the user sees why. Only exceptions
+/// <c>isStartFailure</c> accepts are treated as "this engine cannot run here" (the platform decides
+/// which); anything else propagates in every mode. Kept free of platform types so it is unit-testable.
+/// </summary>
+public static class ClientEngineStarter
+{
+    public static T Start<T>(ClientDcoMode mode, ClientEngineKind kind, string reason,
+        Func<string, T> kernel, Func<string, T> userspace, Func<string, T> managed,
+        Func<Exception, bool> isStartFailure, Action<string> warn)
+    {
+        if (kind == ClientEngineKind.Managed)
+        {
+            return managed(reason);
+        }
+
+        if (kind == ClientEngineKind.Kernel)
+        {
+            if (mode != ClientDcoMode.Auto)
+            {
+                return kernel(reason);
+            }
+
+            try
+            {
+                return kernel(reason);
+            }
+            catch (Exception e) when (isStartFailure(e))
+            {
+                warn($"kernel data path could not start ({e.Message}); using the userspace offload engine");
+                reason = $"auto: kernel data path failed to start: {e.Message}";
+            }
+        }
+
+        if (mode != ClientDcoMode.Auto)
+        {
+            return userspace(reason);
+        }
+
+        try
+        {
+            return userspace(reason);
+        }
+        catch (Exception e) when (isStartFailure(e))
+        {
+            // auto must still connect.
+            warn($"userspace offload could not start ({e.Message}); using the managed engine");
+            return managed($"auto: offload engine failed to start: {e.Message}");
+        }
+    }
+}
+
 /// <summary>What the client hands a <see cref="IClientDataPathFactory"/> once the server pushed its options.</summary>
 /// <param name="Tun">Address, MTU and routes of the TUN device to create.</param>
 /// <param name="Link">The link the control channel uses (the engine's peer sends on it too).</param>

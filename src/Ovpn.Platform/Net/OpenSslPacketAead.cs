@@ -13,6 +13,7 @@ namespace Ovpn.Platform.Net;
 /// one IV re-init, one AAD update, one data update, final and the tag control, which is how
 /// OpenVPN itself drives OpenSSL. Same wire format and results as <see cref="AeadCodec"/> (the
 /// tests cross-check both ways). Not thread-safe: one instance per key direction per worker.
+/// ChaCha20-Poly1305 does not go through the EVP AEAD object: see <see cref="ChaChaCodec"/> for why.
 /// </summary>
 public sealed unsafe partial class OpenSslPacketAeadFactory : IPacketAeadFactory
 {
@@ -37,7 +38,9 @@ public sealed unsafe partial class OpenSslPacketAeadFactory : IPacketAeadFactory
     }
 
     public IPacketAead Create(DataCipher cipher, ReadOnlySpan<byte> key, ReadOnlySpan<byte> implicitIv) =>
-        new Codec(cipher, key, implicitIv);
+        cipher == DataCipher.ChaCha20Poly1305 && ChaChaCodec.IsSupported
+            ? new ChaChaCodec(key, implicitIv)
+            : new Codec(cipher, key, implicitIv);
 
     private sealed class Codec : IPacketAead
     {
