@@ -154,5 +154,9 @@ public sealed class UdpRxModerationTests : IDisposable
         Assert.Throws<ArgumentOutOfRangeException>(() => rx.ModerationStreamWindowMicros = 0);
         rx.RxModerationMicros = 250;
         Assert.Equal(250, rx.RxModerationMicros);
+        Assert.InRange(rx.ModerationStreamWindowMicros, 499, 500); // two intervals unless set
+        rx.ModerationStreamWindowMicros = 7000;
+        rx.RxModerationMicros = 100;
+        Assert.InRange(rx.ModerationStreamWindowMicros, 6999, 7000); // an explicit window stays
     }
 }

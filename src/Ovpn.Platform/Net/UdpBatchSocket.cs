@@ -44,7 +44,7 @@ namespace Ovpn.Platform.Net;
 /// syscall (the stock openvpn client) otherwise costs the reader one poll sleep and wake-up, two
 /// recvmmsg calls and one TUN write per datagram; profiled on the tunnel bench, the sleep/wake-up
 /// alone was ~20 % of the server's CPU. While datagrams are streaming in (one arrived within the
-/// last <see cref="ModerationStreamWindowMicros"/>), a receive that finds the socket empty sleeps
+/// last <see cref="ModerationStreamWindowMicros"/>, by default two intervals), a receive that finds the socket empty sleeps
 /// for the moderation interval (a timer, not a wake-up per datagram) and takes whatever queued up
 /// meanwhile in one recvmmsg; only if that finds nothing does it fall back to poll(2). An idle
 /// socket is never delayed (the first datagram after a pause is read at once), so the added
@@ -109,6 +109,7 @@ public sealed unsafe class UdpBatchSocket : IBatchDatagramSocket
     private long _lastRxTimestamp = long.MinValue / 2;
     private long _moderatedWaits;
     private long _windowTicks = Stopwatch.Frequency / 1000;
+    private bool _windowSet;
     [ThreadStatic]
     private static bool t_timerSlackSet;
 
@@ -207,13 +208,14 @@ public sealed unsafe class UdpBatchSocket : IBatchDatagramSocket
     public string? GsoFallbackReason => Volatile.Read(ref _gsoFallbackReason);
 
     /// <summary>A receive counts as "streaming" (and may be moderated) while the last datagram is
-    /// at most this many microseconds old (default 1000, at least 1).</summary>
+    /// at most this many microseconds old (at least 1; unless set, twice <see cref="RxModerationMicros"/>).</summary>
     public long ModerationStreamWindowMicros
     {
         get => Volatile.Read(ref _windowTicks) * 1_000_000 / Stopwatch.Frequency;
         set
         {
             ArgumentOutOfRangeException.ThrowIfLessThan(value, 1);
+            _windowSet = true;
             Volatile.Write(ref _windowTicks, Math.Max(1, (long)(value * (Stopwatch.Frequency / 1e6))));
         }
     }
@@ -230,6 +232,13 @@ public sealed unsafe class UdpBatchSocket : IBatchDatagramSocket
             ArgumentOutOfRangeException.ThrowIfNegative(value);
             ArgumentOutOfRangeException.ThrowIfGreaterThan(value, 1000);
             Volatile.Write(ref _moderationNs, value * 1000L);
+            if (!_windowSet && value > 0)
+            {
+                // Moderate only when datagrams come faster than one per two intervals: at lower
+                // rates the wait would mostly find nothing and cost a timer wake-up on top of the
+                // poll wake-up it was meant to save.
+                Volatile.Write(ref _windowTicks, Math.Max(1, (long)(2 * value * (Stopwatch.Frequency / 1e6))));
+            }
         }
     }
 
