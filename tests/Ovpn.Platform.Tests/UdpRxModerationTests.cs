@@ -145,6 +145,39 @@ public sealed class UdpRxModerationTests : IDisposable
         }
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void After_an_empty_non_blocking_receive_a_waiting_one_polls_before_recvmmsg(bool gro)
+    {
+        var (rx, rxs, tx) = Pair(gro, 0);
+        var bufs = Rent(8);
+        Assert.Equal(0, rx.ReceiveBatch(bufs, bufs.Length, 0)); // finds the socket empty: one recvmmsg
+        long s0 = rx.Counters.ReceiveSyscalls;
+        Assert.Equal(1, s0);
+
+        // Nothing arrives: the waiting call must not repeat the failed recvmmsg, only poll.
+        Assert.Equal(0, rx.ReceiveBatch(bufs, bufs.Length, 20));
+        Assert.Equal(s0, rx.Counters.ReceiveSyscalls);
+
+        // Still empty after that timeout: the next waiting call polls first as well, and a datagram
+        // that arrives is read by exactly one recvmmsg.
+        tx.SendTo(Payload(5), rxs.LocalEndPoint!);
+        int n = 0;
+        for (int i = 0; i < 50 && n == 0; i++)
+        {
+            n = rx.ReceiveBatch(bufs, bufs.Length, 100);
+        }
+
+        Assert.Equal(1, n);
+        Assert.True(bufs[0].Data.SequenceEqual(Payload(5)));
+        Assert.Equal(s0 + 1, rx.Counters.ReceiveSyscalls);
+
+        // After a successful receive the next call tries recvmmsg first again (the busy case).
+        Assert.Equal(0, rx.ReceiveBatch(bufs, bufs.Length, 0));
+        Assert.Equal(s0 + 2, rx.Counters.ReceiveSyscalls);
+    }
+
     [Fact]
     public void Moderation_interval_and_window_are_validated()
     {

@@ -108,6 +108,7 @@ public sealed unsafe class UdpBatchSocket : IBatchDatagramSocket
     private long _moderationNs;
     private long _lastRxTimestamp = long.MinValue / 2;
     private long _moderatedWaits;
+    private bool _sawEmpty; // the last receive found the socket empty (reader thread only)
     private long _windowTicks = Stopwatch.Frequency / 1000;
     private bool _windowSet;
     [ThreadStatic]
@@ -426,35 +427,46 @@ public sealed unsafe class UdpBatchSocket : IBatchDatagramSocket
     /// <summary>
     /// recvmmsg into <paramref name="hdrs"/>: under load datagrams are already queued, so try first
     /// and only poll when there are none (saves one syscall per batch exactly when it matters).
+    /// But when the previous call already found the socket empty (the engine asks with timeout 0
+    /// before it flushes its TUN frames, then again with a timeout), poll first: a recvmmsg now
+    /// would almost always fail with EAGAIN too, and poll returns at once if something came in.
     /// <paramref name="buffers"/> null means the GRO areas.
     /// </summary>
     private int Recv(int fd, MMsgHdr* hdrs, PacketBuffer[]? buffers, int count, int timeoutMs, bool throwOnError)
     {
-        ResetHeaders(buffers, count);
-        int n = NetInterop.RecvMmsg(fd, hdrs, (uint)count, NetInterop.MSG_DONTWAIT, null);
-        _rxSyscalls++;
-        if (n > 0)
+        int n;
+        int errno;
+        if (!(_sawEmpty && timeoutMs != 0))
         {
-            _lastRxTimestamp = Stopwatch.GetTimestamp();
-            return n;
+            ResetHeaders(buffers, count);
+            n = NetInterop.RecvMmsg(fd, hdrs, (uint)count, NetInterop.MSG_DONTWAIT, null);
+            _rxSyscalls++;
+            if (n > 0)
+            {
+                _sawEmpty = false;
+                _lastRxTimestamp = Stopwatch.GetTimestamp();
+                return n;
+            }
+
+            if (n == 0)
+            {
+                return 0;
+            }
+
+            errno = Marshal.GetLastPInvokeError();
+            if (errno is not (Libc.EAGAIN or Libc.EINTR))
+            {
+                return throwOnError ? throw new SocketException(errno) : 0;
+            }
+
+            if (timeoutMs == 0)
+            {
+                _sawEmpty = true;
+                return 0;
+            }
         }
 
-        if (n == 0)
-        {
-            return 0;
-        }
-
-        int errno = Marshal.GetLastPInvokeError();
-        if (errno is not (Libc.EAGAIN or Libc.EINTR))
-        {
-            return throwOnError ? throw new SocketException(errno) : 0;
-        }
-
-        if (timeoutMs == 0)
-        {
-            return 0;
-        }
-
+        _sawEmpty = false;
         long modNs = _moderationNs;
         if (modNs > 0 && Stopwatch.GetTimestamp() - _lastRxTimestamp < _windowTicks)
         {
@@ -475,6 +487,7 @@ public sealed unsafe class UdpBatchSocket : IBatchDatagramSocket
         int pr = Libc.Poll(&pfd, 1, timeoutMs);
         if (pr <= 0)
         {
+            _sawEmpty = true;
             return 0;
         }
 
