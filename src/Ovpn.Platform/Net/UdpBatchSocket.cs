@@ -44,9 +44,9 @@ namespace Ovpn.Platform.Net;
 /// syscall (the stock openvpn client) otherwise costs the reader one poll sleep and wake-up, two
 /// recvmmsg calls and one TUN write per datagram; profiled on the tunnel bench, the sleep/wake-up
 /// alone was ~20 % of the server's CPU. While datagrams are streaming in (one arrived within the
-/// last <see cref="ModerationStreamWindowMicros"/>, by default two intervals), a receive that finds the socket empty sleeps
-/// for the moderation interval (a timer, not a wake-up per datagram) and takes whatever queued up
-/// meanwhile in one recvmmsg; only if that finds nothing does it fall back to poll(2). An idle
+/// last <see cref="ModerationStreamWindowMicros"/>, by default two intervals), a receive that
+/// finds the socket empty sleeps for the moderation interval (a timer, not a wake-up per datagram)
+/// and takes whatever queued up meanwhile in one recvmmsg; only if that finds nothing does it fall back to poll(2). An idle
 /// socket is never delayed (the first datagram after a pause is read at once), so the added
 /// latency is at most the interval plus the thread's timer slack (set to 1 us on the reader).
 /// </para>
