@@ -10,16 +10,22 @@
 # the server's CPU seconds per GB moved (utime+stime of the server process over the test).
 # Row (f) = (c) with OVPN_TUN_COALESCE=0 (no IFF_VNET_HDR, one TUN write per packet) to show what
 # the TUN coalescing (userspace GRO) saves; for (c)/(f) the TUN's average received packet size is
-# printed (above the MTU = GSO super-packets were written). BENCH_ROWS selects rows (default all).
+# printed (above the MTU = GSO super-packets were written). Row (m) = (c) with receive moderation
+# (OVPN_RX_MODERATION_US=${BENCH_RX_MOD_US:-50}: the UDP reader sleeps that long instead of a poll
+# wake-up per datagram while a stream is coming in, like a NIC's rx-usecs). BENCH_ROWS selects rows
+# (default all but m). BENCH_VETH_GRO=0/1 (default 1): GRO on the veth pair, see bench/netns.sh.
 # Needs root. Usage: [BENCH_ROWS="a c f"] bench/tunnel.sh [seconds-per-test]   (default 10)
 set -euo pipefail
 T=${1:-10}
 ROWS=" ${BENCH_ROWS:-a b c d e f} "
+RXMOD=${BENCH_RX_MOD_US:-50}
 BENCH_NS_TAG=dpb BENCH_NET=10.201.0
 # shellcheck source=bench/netns.sh
 source "$(cd "$(dirname "$0")" && pwd)/netns.sh"
 TCK=$(getconf CLK_TCK)
 cpu_s() { awk -v t="$TCK" '{print ($14+$15)/t}' "/proc/$1/stat"; }
+# Context switches (voluntary + involuntary) summed over the server's threads: ~ its sleeps/wake-ups.
+csw() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/{s+=$2} END{print s+0}'; }
 
 # ---- PKI for the stock server (openssl CLI; throwaway) ----
 P=$W/pki; mkdir -p "$P"
@@ -60,7 +66,7 @@ data-ciphers AES-256-GCM
 verb 3
 CONF
 
-declare -A RES CPU
+declare -A RES CPU CSW
 run_tests() { # label server-pid server-tun-ip
   local label=$1 spid=$2 tip=$3
   ip netns exec "$S" iperf3 -s -B "$tip" -D --pidfile "$W/iperf.pid" >/dev/null 2>&1; sleep 0.5
@@ -71,9 +77,9 @@ run_tests() { # label server-pid server-tun-ip
       tcp4) args=(-t "$T" -P 4) ;;
       udp)  args=(-t "$T" -u -b 2000M -l 1400) ;;
     esac
-    local c0; c0=$(cpu_s "$spid")
+    local c0; c0=$(cpu_s "$spid"); local w0; w0=$(csw "$spid")
     ip netns exec "$C" iperf3 -c "$tip" "${args[@]}" -J >"$W/$label-$t.json" 2>/dev/null || true
-    local c1; c1=$(cpu_s "$spid")
+    local c1; c1=$(cpu_s "$spid"); local w1; w1=$(csw "$spid")
     read -r mbps bytes < <(python3 -c '
 import json,sys
 try:
@@ -83,6 +89,7 @@ try:
   print("%.0f %d" % (bps/1e6, by))
 except Exception: print("0 0")' "$W/$label-$t.json")
     RES[$label/$t]=$mbps
+    CSW[$label/$t]=$(awk -v a="$w0" -v b="$w1" -v by="$bytes" 'BEGIN{ if (by>0) printf "%.0f", (b-a)/(by/1e6); else print "n/a"}')
     CPU[$label/$t]=$(awk -v a="$c0" -v b="$c1" -v by="$bytes" 'BEGIN{ if (by>0) printf "%.2f", (b-a)/(by/1e9); else print "n/a"}')
   done
   kill "$(cat "$W/iperf.pid")" 2>/dev/null || true
@@ -104,15 +111,16 @@ ovpnas user add bench --data-dir "$D" >/dev/null
 ovpnas profile bench --data-dir "$D" --out "$W/bench.ovpn" >/dev/null
 # Our client takes the profile's remotes in order: keep only the UDP ones, like the stock client's --proto udp.
 grep -v '^remote .*tcp' "$W/bench.ovpn" >"$W/bench-udp.ovpn"
-for mode in b c d e f; do
+for mode in b c d e f m; do
   [[ $ROWS == *" $mode "* ]] || continue
   coalesce=1; [[ $mode == f ]] && coalesce=0
+  rxmod=0; [[ $mode == m ]] && rxmod=$RXMOD
   if [[ $mode != b ]]; then
     ovpnas sacli -k vpn.server.daemon.ovpndco -v true ConfigPut --data-dir "$D" >/dev/null || echo "(c) could not set vpn.server.daemon.ovpndco"
   else
     ovpnas sacli -k vpn.server.daemon.ovpndco -v false ConfigPut --data-dir "$D" >/dev/null || true
   fi
-  OVPN_TUN_COALESCE=$coalesce ip netns exec "$S" dotnet "$OVPNAS" serve --data-dir "$D" >"$W/$mode-server.log" 2>&1 & SPID=$!; PIDS+=("$SPID")
+  OVPN_RX_MODERATION_US=$rxmod OVPN_TUN_COALESCE=$coalesce ip netns exec "$S" dotnet "$OVPNAS" serve --data-dir "$D" >"$W/$mode-server.log" 2>&1 & SPID=$!; PIDS+=("$SPID")
   wait_log "$W/$mode-server.log" "listening on UDP" 30 || { echo "($mode) server did not start"; tail -5 "$W/$mode-server.log"; }
   grep -i -m2 "offload\|engine" "$W/$mode-server.log" | sed "s/^/($mode) /" || true
   if [[ $mode == d || $mode == e ]]; then
@@ -129,7 +137,7 @@ for mode in b c d e f; do
   if wait_log "$W/$mode-client.log" "$ready" 30; then
     grep -m1 "data channel" "$W/$mode-client.log" | sed "s/^/($mode) client: /" || true
     run_tests "$mode" "$SPID" 172.27.224.1
-    if [[ $mode == c || $mode == f ]]; then
+    if [[ $mode == c || $mode == f || $mode == m ]]; then
       ip -n "$S" -s -j link show as0t0 2>/dev/null | python3 -c '
 import json,sys
 try:
@@ -143,10 +151,11 @@ done
 echo
 echo "Tunnel throughput, client -> server, ${T}s per test, $(nproc) cores, $(date -u +%F)"
 printf '%-28s %8s %8s %8s | %7s %7s %7s | %9s %9s %9s\n' server tcp1 tcp4 udp r_tcp1 r_tcp4 r_udp cpu/GB1 cpu/GB4 cpu/GBudp
-for m in a b c d e f; do
+for m in a b c d e f m; do
   [[ $ROWS == *" $m "* ]] || continue
   case $m in a) name="(a) stock openvpn 2.6";; b) name="(b) ovpnas";; c) name="(c) ovpnas offload";;
-    d) name="(d) ovpnas client+offload";; e) name="(e) ovpnas client-dco+offld";; f) name="(f) offload, no TUN GRO";; esac
+    d) name="(d) ovpnas client+offload";; e) name="(e) ovpnas client-dco+offld";; f) name="(f) offload, no TUN GRO";;
+    m) name="(m) offload, rx mod ${RXMOD}us";; esac
   r=(); for t in tcp1 tcp4 udp; do
     base=${RES[a/$t]:-0}; v=${RES[$m/$t]:-0}
     r+=("$(awk -v v="$v" -v b="$base" 'BEGIN{ if (b>0) printf "%.2fx", v/b; else print "n/a"}')")
@@ -155,3 +164,7 @@ for m in a b c d e f; do
     "${r[0]}" "${r[1]}" "${r[2]}" "${CPU[$m/tcp1]:-n/a}" "${CPU[$m/tcp4]:-n/a}" "${CPU[$m/udp]:-n/a}"
 done
 echo "(Mbit/s received by the iperf3 server; r_* = ratio to (a); cpu/GB = server CPU seconds per GB moved)"
+for m in a b c d e f m; do
+  [[ $ROWS == *" $m "* ]] || continue
+  echo "($m) server context switches per MB: tcp1 ${CSW[$m/tcp1]:-n/a}, tcp4 ${CSW[$m/tcp4]:-n/a}, udp ${CSW[$m/udp]:-n/a}"
+done

@@ -2,6 +2,7 @@
 using System.Buffers.Binary;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 
 namespace Ovpn.DataPlane.Offload;
 
@@ -22,6 +23,31 @@ public static class InternetChecksum
         ref byte r = ref MemoryMarshal.GetReference(data);
         int n = data.Length;
         int i = 0;
+        if (Vector256.IsHardwareAccelerated && n >= 64)
+        {
+            // Hot path (every coalesced TCP segment is verified): 16 native-order 16-bit words per
+            // step, widened into 32-bit lanes. The lane sums are plain integers congruent to the
+            // ones' complement sum mod 2^16 - 1, which is all the fold needs. Each step adds at most
+            // 2 * 0xFFFF to a lane, so lanes are emptied into acc every 16384 steps, long before
+            // they could overflow. A profile of the tunnel bench had the scalar loop at ~7 % of the
+            // server's CPU.
+            var lanes = Vector256<uint>.Zero;
+            int steps = 0;
+            for (; i + 32 <= n; i += 32)
+            {
+                var (lo, hi) = Vector256.Widen(Vector256.LoadUnsafe(ref r, (nuint)i).AsUInt16());
+                lanes += lo + hi;
+                if (++steps == 16384)
+                {
+                    acc = AddCarry(acc, SumLanes(lanes));
+                    lanes = Vector256<uint>.Zero;
+                    steps = 0;
+                }
+            }
+
+            acc = AddCarry(acc, SumLanes(lanes));
+        }
+
         for (; i + 8 <= n; i += 8)
         {
             ulong w = Unsafe.ReadUnaligned<ulong>(ref Unsafe.Add(ref r, i));
@@ -65,6 +91,22 @@ public static class InternetChecksum
         sum = (sum & 0xFFFF) + (sum >> 16);
         sum = (sum & 0xFFFF) + (sum >> 16);
         return (ushort)sum;
+    }
+
+    /// <summary>acc + v with end-around carry (a 64-bit ones' complement add).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static ulong AddCarry(ulong acc, ulong v)
+    {
+        acc += v;
+        return acc < v ? acc + 1 : acc;
+    }
+
+    /// <summary>Sum of the eight 32-bit lanes as a 64-bit integer (cannot overflow).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static ulong SumLanes(Vector256<uint> lanes)
+    {
+        var (lo, hi) = Vector256.Widen(lanes);
+        return Vector256.Sum(lo + hi);
     }
 
     private static uint Fold64(ulong acc)

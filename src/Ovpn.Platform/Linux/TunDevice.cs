@@ -262,6 +262,34 @@ public sealed unsafe class TunDevice : IDisposable
             cancellationToken, TaskCreationOptions.LongRunning, TaskScheduler.Default));
     }
 
+    /// <summary>
+    /// Like <see cref="Read"/>, but waits (poll) before the first read instead of after it: for a
+    /// caller that has just seen the queue empty (<see cref="TryRead"/> returned -1), whose first
+    /// read would almost always fail with EAGAIN. Saves that syscall on every wake-up of a reader
+    /// that drains the queue before it blocks (the offload engine's TUN readers).
+    /// </summary>
+    public int ReadPollFirst(Span<byte> buffer)
+    {
+        if (buffer.IsEmpty)
+            throw new ArgumentException("Empty buffer.", nameof(buffer));
+        Enter();
+        try
+        {
+            while (true)
+            {
+                if (!WaitFd(Libc.POLLIN, -1))
+                    continue;
+                int n = ReadOnce(buffer);
+                if (n >= 0)
+                    return n;
+            }
+        }
+        finally
+        {
+            Leave();
+        }
+    }
+
     /// <summary>Reads one queued packet without waiting; -1 when none is queued.</summary>
     public int TryRead(Span<byte> buffer)
     {

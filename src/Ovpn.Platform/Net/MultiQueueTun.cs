@@ -43,16 +43,37 @@ public static class MultiQueueTun
 
     private static ITunDevice Wrap(TunDevice tun) => tun.HasVnetHeader ? new VnetQueue(tun) : new Queue(tun);
 
-    /// <summary>One queue as the data plane's TUN port.</summary>
+    /// <summary>
+    /// One queue as the data plane's TUN port. One reader thread per queue (the engine's contract):
+    /// a <see cref="Read"/> right after a <see cref="TryRead"/> that found the queue empty polls
+    /// before reading (<see cref="TunDevice.ReadPollFirst"/>), so a reader that drains the queue and
+    /// then blocks pays one failed read per wake-up instead of two.
+    /// </summary>
     private class Queue(TunDevice tun) : ITunDevice, ITunTryRead
     {
+        private bool _sawEmpty;
+
         protected TunDevice Tun => tun;
 
         public string Name => tun.Name;
 
-        public int Read(Span<byte> buffer) => tun.Read(buffer);
+        public int Read(Span<byte> buffer)
+        {
+            if (_sawEmpty)
+            {
+                _sawEmpty = false;
+                return tun.ReadPollFirst(buffer);
+            }
 
-        public int TryRead(Span<byte> buffer) => tun.TryRead(buffer);
+            return tun.Read(buffer);
+        }
+
+        public int TryRead(Span<byte> buffer)
+        {
+            int n = tun.TryRead(buffer);
+            _sawEmpty = n < 0;
+            return n;
+        }
 
         public void Write(ReadOnlySpan<byte> packet) => tun.Write(packet);
 

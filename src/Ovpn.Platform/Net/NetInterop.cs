@@ -82,6 +82,22 @@ internal static unsafe partial class NetInterop
     [LibraryImport("libc", EntryPoint = "recvmmsg", SetLastError = true)]
     public static partial int RecvMmsg(int fd, MMsgHdr* msgs, uint vlen, int flags, void* timeout);
 
+    public const int CLOCK_MONOTONIC = 1;
+    public const int PR_SET_TIMERSLACK = 29;
+
+    [StructLayout(LayoutKind.Sequential)]
+    public struct TimeSpec
+    {
+        public long Seconds;
+        public long Nanoseconds;
+    }
+
+    [LibraryImport("libc", EntryPoint = "clock_nanosleep")]
+    public static partial int ClockNanosleep(int clock, int flags, TimeSpec* request, TimeSpec* remain);
+
+    [LibraryImport("libc", EntryPoint = "prctl", SetLastError = true)]
+    public static partial int Prctl(int option, nuint arg2, nuint arg3, nuint arg4, nuint arg5);
+
     [LibraryImport("libc", EntryPoint = "sendmmsg", SetLastError = true)]
     public static partial int SendMmsg(int fd, MMsgHdr* msgs, uint vlen, int flags);
 }

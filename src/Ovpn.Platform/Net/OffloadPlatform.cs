@@ -34,7 +34,7 @@ public static class OffloadPlatform
         var batch = new IBatchDatagramSocket[udpSockets.Count];
         for (int i = 0; i < batch.Length; i++)
         {
-            batch[i] = new UdpBatchSocket(udpSockets[i]);
+            batch[i] = new UdpBatchSocket(udpSockets[i]) { RxModerationMicros = RxModerationFromEnvironment() };
         }
 
         var options = new OffloadOptions
@@ -64,6 +64,17 @@ public static class OffloadPlatform
     /// more than the larger super-packets save. Kept as a knob (OVPN_TUN_LINGER) for busier hosts.
     /// </summary>
     public const int DefaultLinger = 0;
+
+    /// <summary>Environment override of <see cref="UdpBatchSocket.RxModerationMicros"/> (receive
+    /// moderation interval in microseconds, 0 = off).</summary>
+    public const string RxModerationVariable = "OVPN_RX_MODERATION_US";
+
+    /// <summary>The server's receive moderation interval when the environment does not say.</summary>
+    public const int DefaultRxModerationMicros = 0;
+
+    /// <summary><see cref="RxModerationVariable"/> clamped to 0..1000, else <see cref="DefaultRxModerationMicros"/>.</summary>
+    public static int RxModerationFromEnvironment() =>
+        int.TryParse(Environment.GetEnvironmentVariable(RxModerationVariable), out int us) ? Math.Clamp(us, 0, 1000) : DefaultRxModerationMicros;
 
     /// <summary>True unless <see cref="CoalesceVariable"/> says 0/false/off.</summary>
     public static bool CoalesceFromEnvironment()
