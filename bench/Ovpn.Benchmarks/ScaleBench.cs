@@ -140,7 +140,8 @@ internal static class ScaleBench
     /// offer more than a server on the same 2 cores can forward; the datagrams still arrive one by one
     /// at a server that does not enable UDP_GRO (the kernel segments them), so every server sees
     /// the same packets. BURST = 1 is one sendto per packet (the first version of this generator).
-    /// What the server forwards is read from its TUN counters by the calling script.
+    /// Inner packets carry valid IPv4/UDP checksums and go to the server's tunnel address, port
+    /// <see cref="BlastSinkPort"/>, where bench/forward.sh counts what arrives (udpsink).
     /// </summary>
     private static void Blast(List<(ClientConnection Conn, Socket Sock, IdlePath Path)> peers, IPEndPoint server, int total, int size, int burst)
     {
@@ -172,6 +173,9 @@ internal static class ScaleBench
 
         var batchers = wires.Select(w => new Ovpn.Platform.Net.UdpBatchSocket(w.Sock, 64, gso: burst > 1, gro: false)).ToArray();
         var batch = new Ovpn.DataPlane.Offload.PacketBuffer[burst];
+        // Marker for bench/forward.sh (it starts its profiler here, after the handshakes).
+        Console.WriteLine("blast: sending");
+        Console.Out.Flush();
         var sw = Stopwatch.StartNew();
         long sent = 0;
         for (int i = 0; i < perPeer; i += burst)

@@ -81,6 +81,10 @@ public sealed record OffloadOptions
     /// </summary>
     public bool TunCoalesce { get; init; } = true;
 
+    /// <summary>With <see cref="TunCoalesce"/>: merge UDP datagrams too when the TUN accepts UDP GSO
+    /// frames. False = UDP is written datagram by datagram (TCP is still merged).</summary>
+    public bool TunCoalesceUdp { get; init; } = true;
+
     /// <summary>
     /// With <see cref="TunCoalesce"/>: how many times a UDP reader that holds coalesced segments
     /// and got a short batch yields its core and looks for more datagrams before it writes them
@@ -226,12 +230,13 @@ public sealed class OffloadDataPlane : IDataPlane, ILinkPacketSink
 
     /// <summary>Whether UDP datagrams are coalesced too (<see cref="TunCoalescing"/> and the TUN
     /// accepts VIRTIO_NET_HDR_GSO_UDP_L4 frames).</summary>
-    public bool TunUdpCoalescing => TunCoalescing && ((IVnetTunDevice)_tunQueues[0]).AcceptsUdpGso;
+    public bool TunUdpCoalescing => TunCoalescing && _o.TunCoalesceUdp && ((IVnetTunDevice)_tunQueues[0]).AcceptsUdpGso;
 
     /// <summary>One line for status/logs: "tcp+udp", or "tcp only (why UDP is not)", or "off".</summary>
     public string TunCoalescingDescription =>
         !TunCoalescing ? "off" :
         TunUdpCoalescing ? "tcp+udp" :
+        !_o.TunCoalesceUdp ? "tcp only, udp per packet: turned off" :
         $"tcp only, udp per packet: {((IVnetTunDevice)_tunQueues[0]).UdpGsoUnsupportedReason}";
 
     /// <summary>GSO super-packets (TCP and UDP) written to TUN, and the segments they carried (updated per batch).</summary>
@@ -1087,7 +1092,7 @@ public sealed class OffloadDataPlane : IDataPlane, ILinkPacketSink
             if (coalesce && dp._o.TunCoalesce && _tun is IVnetTunDevice vnet)
             {
                 _vnetTun = vnet;
-                _coalescer = new TunCoalescer(udp: vnet.AcceptsUdpGso);
+                _coalescer = new TunCoalescer(udp: dp._o.TunCoalesceUdp && vnet.AcceptsUdpGso);
             }
         }
 
