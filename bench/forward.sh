@@ -18,7 +18,7 @@
 # information. Printed: packets/s and Gbit/s (inner IP bytes) over the generator's send time, and
 # the ratio to (a).
 # ROWS="a c d" runs a subset. PERF=1: also perf-records (call graphs) the offload servers (rows c,
-# d) from the generator's "blast: sending" marker to its end into $PERF_DIR/perf-ROW.data (default
+# d) for 1 s from the generator's "blast: sending" marker into $PERF_DIR/perf-ROW.data (default
 # /tmp/forward-perf), with DOTNET_PerfMapEnabled=1 and W^X off so JIT frames have names; the
 # profiler's overhead skews those rows' figures, so take figures from a run without PERF.
 # Namespaces only; needs root.
@@ -40,10 +40,10 @@ run_blast() { # label profile
   ip netns exec "$C" dotnet "$BENCH" scale --profile "$2" --clients "$PEERS" --concurrency 32 --timeout 300 \
     --blast-packets "$TOTAL" --blast-size "$SIZE" --blast-burst "$BURST" >"$W/gen-$1.log" 2>&1 & gpid=$!; PIDS+=("$gpid")
   if [[ $PERF == 1 && ( $1 == c || $1 == d ) ]] && wait_log "$W/gen-$1.log" "blast: sending" 300; then
-    mkdir -p "$PERF_DIR"; perf record -g -o "$PERF_DIR/perf-$1.data" -p "$SPID" 2>"$PERF_DIR/record-$1.log" & ppid=$!
+    mkdir -p "$PERF_DIR"; perf record -g -o "$PERF_DIR/perf-$1.data" -p "$SPID" -- sleep 1 2>"$PERF_DIR/record-$1.log" & ppid=$!
   fi
   wait "$gpid" || true
-  [[ -n $ppid ]] && { kill -INT "$ppid"; wait "$ppid" || true; }
+  [[ -n $ppid ]] && { wait "$ppid" || true; }
   line=$(grep '^blast: peers' "$W/gen-$1.log" || echo "blast: failed")
   after=$(tun_rx "$S")
   kill -TERM "$spid"; wait "$spid" || true
