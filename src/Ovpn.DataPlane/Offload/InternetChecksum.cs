@@ -2,6 +2,7 @@
 using System.Buffers.Binary;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 
 namespace Ovpn.DataPlane.Offload;
 
@@ -22,6 +23,25 @@ public static class InternetChecksum
         ref byte r = ref MemoryMarshal.GetReference(data);
         int n = data.Length;
         int i = 0;
+        if (Vector256.IsHardwareAccelerated && n >= 64)
+        {
+            // 32 bytes per step: native 32-bit words widened into 64-bit lanes, an exact sum with no
+            // carries to fold (a lane grows by < 2^32 per step, so 2^31 bytes stay far below 2^64).
+            // Summing 32-bit words is the same ones' complement sum: 2^32 = 1 (mod 2^16 - 1). This
+            // loop was ~7 % of the offload engine's CPU when verifying every UDP datagram it merges.
+            var a0 = Vector256<ulong>.Zero;
+            var a1 = Vector256<ulong>.Zero;
+            for (; i + 32 <= n; i += 32)
+            {
+                var v = Vector256.LoadUnsafe(ref Unsafe.As<byte, uint>(ref Unsafe.Add(ref r, i)));
+                var (lo, hi) = Vector256.Widen(v);
+                a0 += lo;
+                a1 += hi;
+            }
+
+            acc = Vector256.Sum(a0 + a1);
+        }
+
         for (; i + 8 <= n; i += 8)
         {
             ulong w = Unsafe.ReadUnaligned<ulong>(ref Unsafe.Add(ref r, i));

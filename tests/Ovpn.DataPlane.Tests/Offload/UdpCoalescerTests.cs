@@ -507,6 +507,19 @@ public sealed class UdpCoalescerTests
         Assert.Equal(53 * 40, c.SegmentsCoalesced);
     }
 
+    [Fact]
+    public void Internet_checksum_of_all_ones_and_all_zeros_keeps_ones_complement_semantics()
+    {
+        // The vector path sums exactly and folds at the end: 0xFFFF words must give 0xFFFF, zeros 0.
+        foreach (int len in new[] { 64, 96, 1400, 65535 })
+        {
+            var ones = new byte[len];
+            Array.Fill(ones, (byte)0xFF);
+            Assert.Equal(Tcp.NaiveSum(ones, 0), InternetChecksum.Sum(ones));
+            Assert.Equal(0, InternetChecksum.Sum(new byte[len]));
+        }
+    }
+
     private sealed class NullSink : IVnetFrameSink
     {
         public int Frames;
