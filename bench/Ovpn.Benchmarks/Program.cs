@@ -17,6 +17,11 @@ public static class Program
             return UdpGsoBench.Run(args[1..]);
         }
 
+        if (args.Length > 0 && args[0] == "udpsink")
+        {
+            return UdpSink.Run(args[1..]);
+        }
+
         if (args.Length > 0 && args[0] == "scale")
         {
             return ScaleBench.RunAsync(args[1..]).GetAwaiter().GetResult();

@@ -140,7 +140,8 @@ internal static class ScaleBench
     /// offer more than a server on the same 2 cores can forward; the datagrams still arrive one by one
     /// at a server that does not enable UDP_GRO (the kernel segments them), so every server sees
     /// the same packets. BURST = 1 is one sendto per packet (the first version of this generator).
-    /// What the server forwards is read from its TUN counters by the calling script.
+    /// Inner packets carry valid IPv4/UDP checksums and go to the server's tunnel address, port
+    /// <see cref="BlastSinkPort"/>, where bench/forward.sh counts what arrives (udpsink).
     /// </summary>
     private static void Blast(List<(ClientConnection Conn, Socket Sock, IdlePath Path)> peers, IPEndPoint server, int total, int size, int burst)
     {
@@ -155,21 +156,12 @@ internal static class ScaleBench
             }
 
             using var codec = new Ovpn.Protocol.Data.AeadCodec(key.Cipher, key.Encrypt.CipherKey, key.Encrypt.NonceTail);
-            var ip = new byte[size];
-            ip[0] = 0x45;
-            System.Buffers.Binary.BinaryPrimitives.WriteUInt16BigEndian(ip.AsSpan(2), (ushort)size);
-            ip[8] = 64;
-            ip[9] = 17;
-            cfg.Address.GetAddressBytes().CopyTo(ip, 12);
-            var gw = cfg.Address.GetAddressBytes();
-            gw[3] = 1;
-            gw.CopyTo(ip, 16);
-            System.Buffers.Binary.BinaryPrimitives.WriteUInt16BigEndian(ip.AsSpan(20), 40000);
-            System.Buffers.Binary.BinaryPrimitives.WriteUInt16BigEndian(ip.AsSpan(22), 9);
-            System.Buffers.Binary.BinaryPrimitives.WriteUInt16BigEndian(ip.AsSpan(24), (ushort)(size - 20));
+            var gw = BlastGateway(cfg);
             var packets = new Ovpn.DataPlane.Offload.PacketBuffer[perPeer];
+            var ip = new byte[size];
             for (int i = 0; i < perPeer; i++)
             {
+                BuildBlastPacket(ip, cfg.Address, gw, (uint)i);
                 var b = new Ovpn.DataPlane.Offload.PacketBuffer(size + 64);
                 b.Length = codec.SealDataV2(b.Array, key.KeyId, cfg.PeerId ?? 0, (uint)(i + 1), ip);
                 b.SetAddress(dst);
@@ -181,6 +173,9 @@ internal static class ScaleBench
 
         var batchers = wires.Select(w => new Ovpn.Platform.Net.UdpBatchSocket(w.Sock, 64, gso: burst > 1, gro: false)).ToArray();
         var batch = new Ovpn.DataPlane.Offload.PacketBuffer[burst];
+        // Marker for bench/forward.sh (it starts its profiler here, after the handshakes).
+        Console.WriteLine("blast: sending");
+        Console.Out.Flush();
         var sw = Stopwatch.StartNew();
         long sent = 0;
         for (int i = 0; i < perPeer; i += burst)
@@ -217,6 +212,58 @@ internal static class ScaleBench
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"blast: peers={wires.Count} sent={sent} size={size} burst={burst} gso_messages={gsoMessages} seconds={secs:F3} offered_pps={sent / secs:F0}"));
         Thread.Sleep(1500);
+    }
+
+    /// <summary>UDP port the blast's inner packets go to (bench/forward.sh runs a counting sink on it).</summary>
+    public const int BlastSinkPort = 9;
+
+    /// <summary>The server's address in the tunnel: the pushed route-gateway, else the first host of
+    /// the client's subnet (both servers put their own address there with topology subnet).</summary>
+    private static IPAddress BlastGateway(Ovpn.ControlPlane.Client.PushedConfig cfg)
+    {
+        var rg = cfg.Options.FirstOrDefault(o => o.Name == "route-gateway" && o.Args.Count > 0);
+        if (rg is not null && IPAddress.TryParse(rg.Args[0], out var a))
+        {
+            return a;
+        }
+
+        uint addr = System.Buffers.Binary.BinaryPrimitives.ReadUInt32BigEndian(cfg.Address.GetAddressBytes());
+        uint mask = cfg.PrefixLength == 0 ? 0 : uint.MaxValue << (32 - cfg.PrefixLength);
+        var gw = new byte[4];
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt32BigEndian(gw, (addr & mask) + 1);
+        return new IPAddress(gw);
+    }
+
+    /// <summary>
+    /// One inner packet of the blast: IPv4 (valid header checksum, DF, TTL 64) / UDP from the
+    /// client's VPN address port 40000 to the server's gateway address port <see cref="BlastSinkPort"/>,
+    /// payload = the packet's index then zeros, with a valid (non-zero) UDP checksum, so the server's
+    /// kernel accepts it and a socket receives it intact (what bench/forward.sh counts).
+    /// </summary>
+    private static void BuildBlastPacket(byte[] ip, IPAddress src, IPAddress dst, uint index)
+    {
+        int size = ip.Length;
+        Array.Clear(ip);
+        ip[0] = 0x45;
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt16BigEndian(ip.AsSpan(2), (ushort)size);
+        ip[6] = 0x40;
+        ip[8] = 64;
+        ip[9] = 17;
+        src.GetAddressBytes().CopyTo(ip, 12);
+        dst.GetAddressBytes().CopyTo(ip, 16);
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt16BigEndian(ip.AsSpan(10),
+            Ovpn.DataPlane.Offload.InternetChecksum.Ipv4HeaderChecksum(ip.AsSpan(0, 20)));
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt16BigEndian(ip.AsSpan(20), 40000);
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt16BigEndian(ip.AsSpan(22), BlastSinkPort);
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt16BigEndian(ip.AsSpan(24), (ushort)(size - 20));
+        if (size >= 32)
+        {
+            System.Buffers.Binary.BinaryPrimitives.WriteUInt32BigEndian(ip.AsSpan(28), index);
+        }
+
+        ushort pseudo = Ovpn.DataPlane.Offload.InternetChecksum.PseudoHeaderSum(ip.AsSpan(12, 4), ip.AsSpan(16, 4), 17, size - 20);
+        ushort csum = (ushort)~Ovpn.DataPlane.Offload.InternetChecksum.Sum(ip.AsSpan(20), pseudo);
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt16BigEndian(ip.AsSpan(26), csum == 0 ? (ushort)0xFFFF : csum);
     }
 
     private static async Task ReceiveAsync(Socket sock, ClientConnection conn, CancellationToken ct)

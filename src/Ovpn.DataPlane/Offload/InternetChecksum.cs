@@ -25,27 +25,21 @@ public static class InternetChecksum
         int i = 0;
         if (Vector256.IsHardwareAccelerated && n >= 64)
         {
-            // Hot path (every coalesced TCP segment is verified): 16 native-order 16-bit words per
-            // step, widened into 32-bit lanes. The lane sums are plain integers congruent to the
-            // ones' complement sum mod 2^16 - 1, which is all the fold needs. Each step adds at most
-            // 2 * 0xFFFF to a lane, so lanes are emptied into acc every 16384 steps, long before
-            // they could overflow. A profile of the tunnel bench had the scalar loop at ~7 % of the
-            // server's CPU.
-            var lanes = Vector256<uint>.Zero;
-            int steps = 0;
+            // 32 bytes per step: native 32-bit words widened into 64-bit lanes, an exact sum with no
+            // carries to fold (a lane grows by < 2^32 per step, so 2^31 bytes stay far below 2^64).
+            // Summing 32-bit words is the same ones' complement sum: 2^32 = 1 (mod 2^16 - 1). This
+            // loop was ~7 % of the offload engine's CPU when verifying every UDP datagram it merges.
+            var a0 = Vector256<ulong>.Zero;
+            var a1 = Vector256<ulong>.Zero;
             for (; i + 32 <= n; i += 32)
             {
-                var (lo, hi) = Vector256.Widen(Vector256.LoadUnsafe(ref r, (nuint)i).AsUInt16());
-                lanes += lo + hi;
-                if (++steps == 16384)
-                {
-                    acc = AddCarry(acc, SumLanes(lanes));
-                    lanes = Vector256<uint>.Zero;
-                    steps = 0;
-                }
+                var v = Vector256.LoadUnsafe(ref Unsafe.As<byte, uint>(ref Unsafe.Add(ref r, i)));
+                var (lo, hi) = Vector256.Widen(v);
+                a0 += lo;
+                a1 += hi;
             }
 
-            acc = AddCarry(acc, SumLanes(lanes));
+            acc = Vector256.Sum(a0 + a1);
         }
 
         for (; i + 8 <= n; i += 8)
@@ -91,22 +85,6 @@ public static class InternetChecksum
         sum = (sum & 0xFFFF) + (sum >> 16);
         sum = (sum & 0xFFFF) + (sum >> 16);
         return (ushort)sum;
-    }
-
-    /// <summary>acc + v with end-around carry (a 64-bit ones' complement add).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static ulong AddCarry(ulong acc, ulong v)
-    {
-        acc += v;
-        return acc < v ? acc + 1 : acc;
-    }
-
-    /// <summary>Sum of the eight 32-bit lanes as a 64-bit integer (cannot overflow).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static ulong SumLanes(Vector256<uint> lanes)
-    {
-        var (lo, hi) = Vector256.Widen(lanes);
-        return Vector256.Sum(lo + hi);
     }
 
     private static uint Fold64(ulong acc)

@@ -71,12 +71,19 @@ public sealed record OffloadOptions
     public bool ClientMode { get; init; }
 
     /// <summary>
-    /// Userspace GRO before the TUN write (<see cref="TcpCoalescer"/>): consecutive TCP segments
+    /// Userspace GRO before the TUN write (<see cref="TunCoalescer"/>): consecutive TCP segments
     /// of a flow within one receive batch become one GSO super-packet, so the kernel runs the inner
-    /// TCP receive path once per super-packet. Takes effect only when the TUN queues implement
-    /// <see cref="IVnetTunDevice"/> (opened with IFF_VNET_HDR); otherwise every packet is written alone.
+    /// TCP receive path once per super-packet; likewise consecutive UDP datagrams of a flow
+    /// (<see cref="UdpCoalescer"/>) when the TUN accepts UDP GSO frames
+    /// (<see cref="IVnetTunDevice.AcceptsUdpGso"/>, Linux 6.2+; else UDP is written datagram by
+    /// datagram). Takes effect only when the TUN queues implement <see cref="IVnetTunDevice"/>
+    /// (opened with IFF_VNET_HDR); otherwise every packet is written alone.
     /// </summary>
     public bool TunCoalesce { get; init; } = true;
+
+    /// <summary>With <see cref="TunCoalesce"/>: merge UDP datagrams too when the TUN accepts UDP GSO
+    /// frames. False = UDP is written datagram by datagram (TCP is still merged).</summary>
+    public bool TunCoalesceUdp { get; init; } = true;
 
     /// <summary>
     /// With <see cref="TunCoalesce"/>: how many times a UDP reader that holds coalesced segments
@@ -101,7 +108,7 @@ public sealed record OffloadOptions
 ///          [TCP readers]    the server calls OnLinkPacket: same dispatch (one copy into a buffer)
 ///  OPEN:  key slot by key-id -> replay pre-check -> AEAD open in place -> replay update
 ///         -> float / wrong-link check -> ping/OCC consumed -> source-address check -> TUN write
-///         (with a vnet TUN: into the context's TcpCoalescer, flushed at the end of each batch)
+///         (with a vnet TUN: into the context's TunCoalescer (TCP, and UDP on 6.2+), flushed at the end of each batch)
 ///  tun  -> [TUN reader xQ]  read after 24 bytes of headroom -> IPv4 destination -> peer -> SEAL
 ///  SEAL:  primary key -> packet-id (never wraps) -> AEAD seal in place (header, packet id and tag
 ///         written into the headroom) -> sendmmsg (UDP) or TcpLinkTransport.Send
@@ -221,7 +228,18 @@ public sealed class OffloadDataPlane : IDataPlane, ILinkPacketSink
     /// <summary>Whether TUN writes go through the coalescer (vnet TUN queues and <see cref="OffloadOptions.TunCoalesce"/>).</summary>
     public bool TunCoalescing => _o.TunCoalesce && _tunQueues.Length > 0 && _tunQueues[0] is IVnetTunDevice;
 
-    /// <summary>GSO super-packets written to TUN, and the segments they carried (updated per batch).</summary>
+    /// <summary>Whether UDP datagrams are coalesced too (<see cref="TunCoalescing"/> and the TUN
+    /// accepts VIRTIO_NET_HDR_GSO_UDP_L4 frames).</summary>
+    public bool TunUdpCoalescing => TunCoalescing && _o.TunCoalesceUdp && ((IVnetTunDevice)_tunQueues[0]).AcceptsUdpGso;
+
+    /// <summary>One line for status/logs: "tcp+udp", or "tcp only (why UDP is not)", or "off".</summary>
+    public string TunCoalescingDescription =>
+        !TunCoalescing ? "off" :
+        TunUdpCoalescing ? "tcp+udp" :
+        !_o.TunCoalesceUdp ? "tcp only, udp per packet: turned off" :
+        $"tcp only, udp per packet: {((IVnetTunDevice)_tunQueues[0]).UdpGsoUnsupportedReason}";
+
+    /// <summary>GSO super-packets (TCP and UDP) written to TUN, and the segments they carried (updated per batch).</summary>
     public long TunGsoFramesWritten => Interlocked.Read(ref _tunGsoFrames);
 
     public long TunGsoSegmentsWritten => Interlocked.Read(ref _tunGsoSegments);
@@ -1053,7 +1071,7 @@ public sealed class OffloadDataPlane : IDataPlane, ILinkPacketSink
 
         // Set when this context writes to a vnet TUN with coalescing on (UDP readers and pipelined
         // workers, which flush per batch); TCP link contexts and TUN readers write packets alone.
-        private readonly TcpCoalescer? _coalescer;
+        private readonly TunCoalescer? _coalescer;
         private readonly IVnetTunDevice? _vnetTun;
         private long _reportedGsoFrames, _reportedGsoSegments;
 
@@ -1074,7 +1092,7 @@ public sealed class OffloadDataPlane : IDataPlane, ILinkPacketSink
             if (coalesce && dp._o.TunCoalesce && _tun is IVnetTunDevice vnet)
             {
                 _vnetTun = vnet;
-                _coalescer = new TcpCoalescer();
+                _coalescer = new TunCoalescer(udp: dp._o.TunCoalesceUdp && vnet.AcceptsUdpGso);
             }
         }
 

@@ -4,7 +4,7 @@ using System.Buffers.Binary;
 namespace Ovpn.DataPlane.Offload;
 
 /// <summary>Receives complete TUN frames: a 10-byte <c>struct virtio_net_hdr</c> followed by one IP packet
-/// (possibly a TCP super-packet the kernel treats as GSO).</summary>
+/// (possibly a TCP or UDP super-packet the kernel treats as GSO).</summary>
 public interface IVnetFrameSink
 {
     /// <summary>Writes one frame (header included). Throws on I/O failure.</summary>
@@ -19,6 +19,12 @@ public interface IVnetFrameSink
 /// </summary>
 public interface IVnetTunDevice : ITunDevice, IVnetFrameSink
 {
+    /// <summary>Whether the kernel accepts frames with gso_type <see cref="VirtioNetHeader.GsoUdpL4"/>
+    /// (UDP super-packets, Linux 6.2+). When false the engine writes UDP datagrams one by one.</summary>
+    bool AcceptsUdpGso => false;
+
+    /// <summary>Why <see cref="AcceptsUdpGso"/> is false, for the engine's status/log line.</summary>
+    string? UdpGsoUnsupportedReason => "not supported by this TUN implementation";
 }
 
 /// <summary>
@@ -38,6 +44,10 @@ public static class VirtioNetHeader
     public const byte GsoTcpV4 = 1;
     public const byte GsoUdp = 3;
     public const byte GsoTcpV6 = 4;
+
+    /// <summary>VIRTIO_NET_HDR_GSO_UDP_L4: UDP segmentation (USO), gso_size = datagram payload.
+    /// (<see cref="GsoUdp"/> is the old UFO type, which fragments at the IP layer instead.)</summary>
+    public const byte GsoUdpL4 = 5;
 
     public static void Write(Span<byte> dst, byte flags, byte gsoType, ushort hdrLen, ushort gsoSize, ushort csumStart, ushort csumOffset)
     {

@@ -30,7 +30,11 @@ namespace Ovpn.Platform.Linux;
 /// <c>struct virtio_net_hdr</c>: <see cref="Read"/> and <see cref="Write"/> still move plain IP
 /// packets (readv/writev with a separate header), and <see cref="WriteFrame"/> writes a frame
 /// with a caller-built header (GSO super-packets from the offload engine's coalescer). No
-/// TUNSETOFFLOAD is issued, so the kernel never hands us GSO packets or partial checksums on read.
+/// offload stays enabled (TUNSETOFFLOAD ends at 0), so the kernel never hands us GSO packets or
+/// partial checksums on read. The write direction needs no offload flags (the kernel accepts any
+/// GSO type it knows in a written virtio_net_hdr); whether it knows UDP segmentation
+/// (VIRTIO_NET_HDR_GSO_UDP_L4, kernel 6.2+) is probed once at open: TUNSETOFFLOAD with
+/// TUN_F_CSUM|TUN_F_USO4|TUN_F_USO6, then TUNSETOFFLOAD 0 again (<see cref="SupportsUdpGso"/>).
 /// </summary>
 public sealed unsafe class TunDevice : IDisposable
 {
@@ -40,6 +44,10 @@ public sealed unsafe class TunDevice : IDisposable
     private const short IFF_NO_PI = 0x1000;
     private const short IFF_MULTI_QUEUE = 0x0100;
     private const short IFF_VNET_HDR = 0x4000;
+    private const nuint TUNSETOFFLOAD = 0x400454d0; // _IOW('T', 208, unsigned int)
+    private const uint TUN_F_CSUM = 0x01;
+    private const uint TUN_F_USO4 = 0x20;
+    private const uint TUN_F_USO6 = 0x40;
     private const int VnetHeaderLength = 10; // sizeof(struct virtio_net_hdr), the default TUNSETVNETHDRSZ
     private const int IfNameSize = 16; // IFNAMSIZ including the NUL
     private const int IfReqSize = 40;  // struct ifreq on 64-bit Linux
@@ -75,6 +83,16 @@ public sealed unsafe class TunDevice : IDisposable
 
     /// <summary>True if opened with IFF_VNET_HDR (then <see cref="WriteFrame"/> works).</summary>
     public bool HasVnetHeader => _vnet;
+
+    /// <summary>
+    /// Vnet devices only: the kernel accepted TUN_F_USO4|TUN_F_USO6 in the open-time probe, so it
+    /// understands frames with gso_type VIRTIO_NET_HDR_GSO_UDP_L4 (UDP super-packets it segments
+    /// into datagrams). False on kernels before 6.2 or without a vnet header.
+    /// </summary>
+    public bool SupportsUdpGso { get; private init; }
+
+    /// <summary>Why <see cref="SupportsUdpGso"/> is false (errno text of the probe), or null.</summary>
+    public string? UdpGsoUnsupportedReason { get; private init; }
 
     /// <summary>Current MTU, read from the kernel on every access.</summary>
     public int Mtu
@@ -130,6 +148,18 @@ public sealed unsafe class TunDevice : IDisposable
         }
     }
 
+    /// <summary>Asks for UDP segmentation offload and turns every offload off again (the device is
+    /// device-wide, so this also resets what an earlier opener set). Null = supported, else why not.</summary>
+    private static string? ProbeUdpGso(int fd)
+    {
+        string? reason = null;
+        if (Libc.Ioctl(fd, TUNSETOFFLOAD, (void*)(nuint)(TUN_F_CSUM | TUN_F_USO4 | TUN_F_USO6)) != 0)
+            reason = $"TUNSETOFFLOAD(TUN_F_USO4|TUN_F_USO6) refused: errno {Marshal.GetLastPInvokeError()}";
+        if (Libc.Ioctl(fd, TUNSETOFFLOAD, null) != 0)
+            throw PlatformException.FromLastError("ioctl(TUNSETOFFLOAD, 0)");
+        return reason;
+    }
+
     private static TunDevice Open(string name, bool multiQueue, bool vnet, RtNetlink netlink)
     {
         int fd = Libc.Open(CloneDevice, Libc.O_RDWR | Libc.O_NONBLOCK | Libc.O_CLOEXEC);
@@ -153,7 +183,12 @@ public sealed unsafe class TunDevice : IDisposable
                 throw PlatformException.FromLastError("eventfd");
             wake = new SafeFd(efd);
             var (index, _) = netlink.GetLink(actual);
-            return new TunDevice(safeFd, wake, netlink, actual, index, multiQueue, vnet);
+            string? usoRefused = vnet ? ProbeUdpGso(fd) : "no vnet header";
+            return new TunDevice(safeFd, wake, netlink, actual, index, multiQueue, vnet)
+            {
+                SupportsUdpGso = usoRefused is null,
+                UdpGsoUnsupportedReason = usoRefused,
+            };
         }
         catch
         {

@@ -9,7 +9,7 @@ namespace Ovpn.Platform.Net;
 /// Opens a TUN device with IFF_MULTI_QUEUE and N queues (one fd each) for the offload engine's
 /// TUN readers: the kernel spreads flows over the queues, so N threads read in parallel.
 /// With <c>vnetHeader: true</c> every queue is opened with IFF_VNET_HDR and implements
-/// <see cref="IVnetTunDevice"/>, which lets the engine write coalesced TCP super-packets.
+/// <see cref="IVnetTunDevice"/>, which lets the engine write coalesced TCP and (kernel 6.2+) UDP super-packets.
 /// </summary>
 public static class MultiQueueTun
 {
@@ -84,5 +84,9 @@ public static class MultiQueueTun
     private sealed class VnetQueue(TunDevice device) : Queue(device), IVnetTunDevice
     {
         public void WriteFrame(ReadOnlySpan<byte> frame) => Tun.WriteFrame(frame);
+
+        public bool AcceptsUdpGso => Tun.SupportsUdpGso;
+
+        public string? UdpGsoUnsupportedReason => Tun.UdpGsoUnsupportedReason;
     }
 }

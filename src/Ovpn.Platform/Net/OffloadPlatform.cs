@@ -11,9 +11,10 @@ namespace Ovpn.Platform.Net;
 /// Wires <see cref="OffloadDataPlane"/> to the Linux platform for the server: batched UDP on the
 /// sockets the server bound, a multi-queue TUN with one queue per worker, and OpenSSL EVP for the
 /// AEAD when libcrypto is loadable (else the BCL codec). The TUN is opened with IFF_VNET_HDR and
-/// the engine coalesces TCP segments before writing them (userspace GRO, <see cref="TcpCoalescer"/>)
-/// unless the caller says otherwise or the environment has <c>OVPN_TUN_COALESCE=0</c> (for
-/// benchmark comparisons).
+/// the engine coalesces TCP segments and (when the kernel accepts UDP GSO frames) UDP datagrams
+/// before writing them (userspace GRO, <see cref="TunCoalescer"/>) unless the caller says otherwise
+/// or the environment has <c>OVPN_TUN_COALESCE=0</c> (all off) or <c>OVPN_TUN_UDP_GRO=0</c> (UDP
+/// off), for benchmark comparisons.
 /// </summary>
 public static class OffloadPlatform
 {
@@ -46,6 +47,7 @@ public static class OffloadPlatform
             OwnsTunQueues = true,
             OwnsDatagramSockets = true,
             TunCoalesce = coalesce,
+            TunCoalesceUdp = !IsOff(Environment.GetEnvironmentVariable(UdpCoalesceVariable)),
             TunCoalesceLinger = int.TryParse(Environment.GetEnvironmentVariable(LingerVariable), out int linger) ? Math.Clamp(linger, 0, 64) : DefaultLinger,
         };
         return new OffloadDataPlane(batch, MultiQueueTun.Open(tunName, n, configureTun, vnetHeader: coalesce), events, options, time);
@@ -76,10 +78,13 @@ public static class OffloadPlatform
     public static int RxModerationFromEnvironment() =>
         int.TryParse(Environment.GetEnvironmentVariable(RxModerationVariable), out int us) ? Math.Clamp(us, 0, 1000) : DefaultRxModerationMicros;
 
+    /// <summary>Name of the environment switch for UDP only: "0" (or "false"/"off") writes UDP
+    /// datagrams one by one while TCP is still coalesced (bench/forward.sh's before-state row).</summary>
+    public const string UdpCoalesceVariable = "OVPN_TUN_UDP_GRO";
+
     /// <summary>True unless <see cref="CoalesceVariable"/> says 0/false/off.</summary>
-    public static bool CoalesceFromEnvironment()
-    {
-        string? v = Environment.GetEnvironmentVariable(CoalesceVariable);
-        return v is null || !(v == "0" || v.Equals("false", StringComparison.OrdinalIgnoreCase) || v.Equals("off", StringComparison.OrdinalIgnoreCase));
-    }
+    public static bool CoalesceFromEnvironment() => !IsOff(Environment.GetEnvironmentVariable(CoalesceVariable));
+
+    private static bool IsOff(string? v) =>
+        v is not null && (v == "0" || v.Equals("false", StringComparison.OrdinalIgnoreCase) || v.Equals("off", StringComparison.OrdinalIgnoreCase));
 }

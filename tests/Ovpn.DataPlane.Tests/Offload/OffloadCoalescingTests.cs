@@ -13,6 +13,11 @@ internal sealed class VnetChannelTun : IVnetTunDevice
 
     public string Name => "test-vnet";
 
+    /// <summary>What <see cref="IVnetTunDevice.AcceptsUdpGso"/> reports (a kernel with or without USO).</summary>
+    public bool AcceptsUdpGso { get; init; }
+
+    public string? UdpGsoUnsupportedReason => AcceptsUdpGso ? null : "test TUN without USO";
+
     public BlockingCollection<byte[]> Frames { get; } = new();
 
     public BlockingCollection<byte[]> Plain { get; } = new();
@@ -33,10 +38,14 @@ internal sealed class VnetChannelTun : IVnetTunDevice
 /// <summary>The engine hands a receive batch's TCP segments to the coalescer when the TUN has vnet headers.</summary>
 public sealed class OffloadCoalescingTests
 {
-    private static (List<byte[]> Frames, List<byte[]> Plain) Run(bool inline, bool coalesce, List<byte[]> segments, int linger = 0)
+    private static List<byte[]> Resegment(byte[] f) =>
+        VirtioNetHeader.GsoType(f) == VirtioNetHeader.GsoUdpL4 ? Udp.Resegment(f) : Tcp.Resegment(f);
+
+    private static (List<byte[]> Frames, List<byte[]> Plain) Run(bool inline, bool coalesce, List<byte[]> segments, int linger = 0,
+        bool udpGso = false, Action<OffloadDataPlane>? check = null)
     {
         var sock = new ChannelDatagramSocket();
-        var tun = new VnetChannelTun();
+        var tun = new VnetChannelTun { AcceptsUdpGso = udpGso };
         var dp = new OffloadDataPlane([sock], [tun], new RecordingEvents(),
             new OffloadOptions { Workers = 1, PoolSize = 512, QueueLength = 256, KeepaliveTimer = false, Inline = inline, TunCoalesce = coalesce, TunCoalesceLinger = linger });
         try
@@ -63,7 +72,7 @@ public sealed class OffloadCoalescingTests
             Assert.Equal(segments.Count, dp.TunPacketsWritten);
             // Flushes happen at the end of the batch, right after the counter moved.
             deadline = DateTime.UtcNow + TimeSpan.FromSeconds(10);
-            while (tun.Frames.Sum(f => Tcp.Resegment(f).Count) + tun.Plain.Count < segments.Count && DateTime.UtcNow < deadline)
+            while (tun.Frames.Sum(f => Resegment(f).Count) + tun.Plain.Count < segments.Count && DateTime.UtcNow < deadline)
             {
                 Thread.Sleep(2);
             }
@@ -79,7 +88,8 @@ public sealed class OffloadCoalescingTests
             }
 
             Assert.Equal(gso, dp.TunGsoFramesWritten);
-            Assert.Equal(frames.Where(f => VirtioNetHeader.GsoType(f) != VirtioNetHeader.GsoNone).Sum(f => Tcp.Resegment(f).Count), dp.TunGsoSegmentsWritten);
+            Assert.Equal(frames.Where(f => VirtioNetHeader.GsoType(f) != VirtioNetHeader.GsoNone).Sum(f => Resegment(f).Count), dp.TunGsoSegmentsWritten);
+            check?.Invoke(dp);
             return (frames, tun.Plain.ToList());
         }
         finally
@@ -129,6 +139,47 @@ public sealed class OffloadCoalescingTests
         for (int i = 0; i < segments.Count; i++)
         {
             Assert.True(segments[i].AsSpan().SequenceEqual(plain[i]), $"segment {i}");
+        }
+    }
+
+    [Fact]
+    public void A_batch_of_udp_datagrams_reaches_a_uso_tun_as_one_frame_in_order()
+    {
+        var datagrams = Udp.Run(new Udp.Spec { Payload = 1300 }, 20, lastPayload: 99);
+        var (frames, plain) = Run(inline: true, coalesce: true, datagrams, udpGso: true,
+            check: dp =>
+            {
+                Assert.True(dp.TunUdpCoalescing);
+                Assert.Equal("tcp+udp", dp.TunCoalescingDescription);
+            });
+        Assert.Empty(plain);
+        var frame = Assert.Single(frames);
+        Assert.Equal(VirtioNetHeader.GsoUdpL4, VirtioNetHeader.GsoType(frame));
+        var outp = Udp.Resegment(frame);
+        Assert.Equal(datagrams.Count, outp.Count);
+        for (int i = 0; i < datagrams.Count; i++)
+        {
+            Assert.True(datagrams[i].AsSpan().SequenceEqual(outp[i]), $"datagram {i}");
+        }
+    }
+
+    [Fact]
+    public void Without_uso_udp_datagrams_are_written_one_by_one_and_the_status_says_why()
+    {
+        var datagrams = Udp.Run(new Udp.Spec { Payload = 1300 }, 8);
+        var (frames, plain) = Run(inline: true, coalesce: true, datagrams, udpGso: false,
+            check: dp =>
+            {
+                Assert.True(dp.TunCoalescing);
+                Assert.False(dp.TunUdpCoalescing);
+                Assert.Contains("test TUN without USO", dp.TunCoalescingDescription, StringComparison.Ordinal);
+            });
+        Assert.Empty(plain);
+        Assert.Equal(datagrams.Count, frames.Count);
+        Assert.All(frames, f => Assert.Equal(VirtioNetHeader.GsoNone, VirtioNetHeader.GsoType(f)));
+        for (int i = 0; i < datagrams.Count; i++)
+        {
+            Assert.True(datagrams[i].AsSpan().SequenceEqual(frames[i].AsSpan(VirtioNetHeader.Length)), $"datagram {i}");
         }
     }
 }
