@@ -23,8 +23,12 @@ public static class ServerFactory
         var db = OvpnDatabase.Open(dataDir);
         var store = new ConfigStore(db);
         var settings = ServerSettings.From(store);
-        var ca = CertificateAuthority.Open(db);
-        var users = new UserStore(db);
+        // The per-handshake look-ups (serial revoked? user exists? prop_deny?) go through one
+        // long-lived read cache that re-reads after any committed change (CLI writes included), so
+        // a revoke or deny still applies to the next handshake. It lives as long as the process.
+        var cache = new DirectoryReadCache(db);
+        var ca = CertificateAuthority.Open(db).WithReadCache(cache);
+        var users = new UserStore(db, cache);
 
         if (settings.OsiLayer != 3)
         {
