@@ -7,7 +7,8 @@
 # Usage: bench/scale.sh [N ...]   (default: 100 1000 5000)
 # Profiling: SCALE_PERF=SECONDS records the ovpnas server with `perf record -g` for that long from
 # its start (JIT-compiled frames named through DOTNET_PerfMapEnabled=1) and prints the top
-# symbols after the table; SCALE_SKIP_STOCK=1 leaves out the stock server run.
+# symbols after the table (SCALE_PERF_DELAY=SECONDS starts it that much later, to profile the
+# steady state without start-up); SCALE_SKIP_STOCK=1 leaves out the stock server run.
 # Server CPU per handshake is printed raw (whole connect phase, includes one-time start-up such as
 # .NET's JIT) and steady (after the first SCALE_WARMUP handshakes, default 200: what a
 # long-running server pays); the capacity ratio is given for both.
@@ -39,10 +40,10 @@ fi
 start_ovpnas "$W/ovpnas" true
 PERFPID=
 if [ -n "${SCALE_PERF:-}" ]; then
-  perf record -F 499 -g -p "$SPID" -o "$W/perf.data" -- sleep "$SCALE_PERF" >"$W/perf.log" 2>&1 & PERFPID=$!
+  { sleep "${SCALE_PERF_DELAY:-0}"; perf record -F 499 -g -p "$SPID" -o "$W/perf.data" -- sleep "$SCALE_PERF" >"$W/perf.log" 2>&1; } & PERFPID=$!
 fi
 run_scale b "$SPID" "$W/ovpnas-udp.ovpn"
-[ -n "$PERFPID" ] && wait "$PERFPID"
+if [ -n "$PERFPID" ]; then wait "$PERFPID" || { echo "perf record failed:"; cat "$W/perf.log"; }; fi
 kill "$SPID" 2>/dev/null || true; wait "$SPID" 2>/dev/null || true
 
 echo
@@ -65,7 +66,7 @@ done
 
 if [ -n "${SCALE_PERF:-}" ]; then
   echo
-  echo "Profile of the ovpnas server, first ${SCALE_PERF}s (perf, self time by shared object, then by symbol):"
+  echo "Profile of the ovpnas server, ${SCALE_PERF}s from ${SCALE_PERF_DELAY:-0}s after its start (perf, self time by shared object, then by symbol):"
   { perf report -i "$W/perf.data" --no-children --sort dso --stdio -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | head -15; } || true
   { perf report -i "$W/perf.data" --no-children --sort dso,sym --stdio -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | head -40; } || true
 fi

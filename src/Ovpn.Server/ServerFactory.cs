@@ -69,6 +69,27 @@ public static class ServerFactory
             _ => ControlWrapMode.None,
         };
 
+        // After the certificate check: the user must exist and not be denied (user > group > __DEFAULT__).
+        AuthResult Admit(bool certOk, string? cn, string? reason)
+        {
+            if (!certOk)
+            {
+                return new AuthResult(false, cn, reason);
+            }
+
+            if (cn is null || !users.Exists(cn))
+            {
+                return new AuthResult(false, cn, $"no such user '{cn}'");
+            }
+
+            if (string.Equals(users.GetEffectiveProperty(cn, "prop_deny"), "true", StringComparison.OrdinalIgnoreCase))
+            {
+                return new AuthResult(false, cn, $"user '{cn}' is denied access (prop_deny, user > group > __DEFAULT__)");
+            }
+
+            return new AuthResult(true, cn, null);
+        }
+
         var control = new ControlPlaneOptions
         {
             DataCiphers = ciphers,
@@ -77,25 +98,8 @@ public static class ServerFactory
             TlsAuthDigest = HashAlgorithmName.SHA1,
             ServerCertificate = ca.LoadServerCertificate(),
             ClientCa = ca.CaCertificate,
-            ValidateClient = cert =>
-            {
-                if (!ca.ValidateClientCertificate(cert, out var cn, out var reason))
-                {
-                    return new AuthResult(false, cn, reason);
-                }
-
-                if (cn is null || !users.Exists(cn))
-                {
-                    return new AuthResult(false, cn, $"no such user '{cn}'");
-                }
-
-                if (string.Equals(users.GetEffectiveProperty(cn, "prop_deny"), "true", StringComparison.OrdinalIgnoreCase))
-                {
-                    return new AuthResult(false, cn, $"user '{cn}' is denied access (prop_deny, user > group > __DEFAULT__)");
-                }
-
-                return new AuthResult(true, cn, null);
-            },
+            ValidateClient = cert => Admit(ca.ValidateClientCertificate(cert, out var cn, out var reason), cn, reason),
+            ValidateClientWithChain = (cert, chain) => Admit(ca.ValidateClientCertificate(cert, chain, out var cn, out var reason), cn, reason),
             Pool = new IpPool(settings.Pool.Network, settings.Pool.PrefixLength),
             ExtraPush = push,
             PingSeconds = settings.PingSeconds,

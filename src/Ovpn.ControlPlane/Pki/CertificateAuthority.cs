@@ -271,6 +271,32 @@ public sealed class CertificateAuthority
             reason = "certificate does not chain to our CA";
             return false;
         }
+        return CheckLeaf(cert, out commonName, out reason);
+    }
+
+    /// <summary>
+    /// The same check as <see cref="ValidateClientCertificate(X509Certificate2, out string?, out string?)"/>
+    /// for a certificate whose chain the TLS layer already built (SslStream on the server, with a
+    /// custom-root policy holding our CA): a valid such chain that ends at our CA is taken as is,
+    /// which saves building it a second time per handshake; any other chain (errors, other trust
+    /// mode, another root, another leaf) gets the full check, so the outcome is the same.
+    /// </summary>
+    public bool ValidateClientCertificate(X509Certificate2 cert, X509Chain builtChain, out string? commonName, out string? reason)
+    {
+        var elements = builtChain.ChainElements;
+        bool usable = builtChain.ChainPolicy.TrustMode == X509ChainTrustMode.CustomRootTrust
+            && builtChain.ChainPolicy.RevocationMode == X509RevocationMode.NoCheck
+            && elements.Count >= 2
+            && builtChain.ChainStatus.All(st => st.Status == X509ChainStatusFlags.NoError)
+            && elements[0].Certificate.RawDataMemory.Span.SequenceEqual(cert.RawDataMemory.Span)
+            && elements[^1].Certificate.RawDataMemory.Span.SequenceEqual(_caCert.RawDataMemory.Span);
+        return usable ? CheckLeaf(cert, out commonName, out reason) : ValidateClientCertificate(cert, out commonName, out reason);
+    }
+
+    /// <summary>The checks after the chain: EKU clientAuth, not a CA, serial ours and not revoked, has a CN.</summary>
+    private bool CheckLeaf(X509Certificate2 cert, out string? commonName, out string? reason)
+    {
+        commonName = null;
         var eku = cert.Extensions.OfType<X509EnhancedKeyUsageExtension>().FirstOrDefault();
         if (eku is null || !eku.EnhancedKeyUsages.Cast<Oid>().Any(o => o.Value == ClientAuthOid))
         {

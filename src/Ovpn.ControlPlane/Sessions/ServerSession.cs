@@ -313,7 +313,7 @@ public sealed class ServerSession
             EnabledSslProtocols = SslProtocols.Tls12 | SslProtocols.Tls13,
             CertificateRevocationCheckMode = X509RevocationMode.NoCheck,
             AllowRenegotiation = false,
-            RemoteCertificateValidationCallback = (_, cert, _, _) =>
+            RemoteCertificateValidationCallback = (_, cert, chain, errors) =>
             {
                 if (cert is null)
                 {
@@ -322,7 +322,10 @@ public sealed class ServerSession
                 }
 
                 var c2 = cert as X509Certificate2 ?? new X509Certificate2(cert);
-                var r = _o.ValidateClient(c2);
+                // SslStream built the chain against ClientCa already; reuse it when it found no errors.
+                var r = errors == SslPolicyErrors.None && chain is not null && _o.ClientCa is not null && _o.ValidateClientWithChain is { } withChain
+                    ? withChain(c2, chain)
+                    : _o.ValidateClient(c2);
                 string? cn = r.CommonName;
                 string subject = c2.Subject;
                 string? reason = r.Ok ? null : $"{r.Reason ?? "certificate refused"} (subject '{subject}', serial {c2.SerialNumber})";

@@ -50,6 +50,16 @@ public sealed class HandshakeAuthCacheTests : IDisposable
         Assert.True(p.ExitCode == 0, $"ovpnas {string.Join(' ', args)} exited {p.ExitCode}: {output.Result}{error.Result}");
     }
 
+    private static X509Chain ChainOf(X509Certificate2 caCert, X509Certificate2 leaf)
+    {
+        var chain = new X509Chain();
+        chain.ChainPolicy.TrustMode = X509ChainTrustMode.CustomRootTrust;
+        chain.ChainPolicy.CustomTrustStore.Add(caCert);
+        chain.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
+        Assert.True(chain.Build(leaf));
+        return chain;
+    }
+
     [Fact]
     public void RevokeAndDenyFromAnotherProcessApplyToTheNextHandshake()
     {
@@ -69,10 +79,16 @@ public sealed class HandshakeAuthCacheTests : IDisposable
             Assert.True(control.ValidateClient(bob).Ok, control.ValidateClient(bob).Reason);
         }
 
+        Assert.NotNull(control.ValidateClientWithChain);
+        using var caCert = ca.CaCertificate;
+        using var aliceChain = ChainOf(caCert, alice);
+        Assert.True(control.ValidateClientWithChain(alice, aliceChain).Ok);
+
         Ovpnas("user", "revoke", "alice", "--data-dir", _dir);
         var refused = control.ValidateClient(alice);
         Assert.False(refused.Ok);
         Assert.Contains("revoked", refused.Reason);
+        Assert.False(control.ValidateClientWithChain(alice, aliceChain).Ok);
         Assert.True(control.ValidateClient(bob).Ok);
 
         Ovpnas("sacli", "--data-dir", _dir, "-u", "bob", "-k", "prop_deny", "-v", "true", "UserPropPut");
