@@ -23,8 +23,12 @@ public static class ServerFactory
         var db = OvpnDatabase.Open(dataDir);
         var store = new ConfigStore(db);
         var settings = ServerSettings.From(store);
-        var ca = CertificateAuthority.Open(db);
-        var users = new UserStore(db);
+        // The per-handshake look-ups (serial revoked? user exists? prop_deny?) go through one
+        // long-lived read cache that re-reads after any committed change (CLI writes included), so
+        // a revoke or deny still applies to the next handshake. It lives as long as the process.
+        var cache = new DirectoryReadCache(db);
+        var ca = CertificateAuthority.Open(db).WithReadCache(cache);
+        var users = new UserStore(db, cache);
 
         if (settings.OsiLayer != 3)
         {
@@ -65,6 +69,27 @@ public static class ServerFactory
             _ => ControlWrapMode.None,
         };
 
+        // After the certificate check: the user must exist and not be denied (user > group > __DEFAULT__).
+        AuthResult Admit(bool certOk, string? cn, string? reason)
+        {
+            if (!certOk)
+            {
+                return new AuthResult(false, cn, reason);
+            }
+
+            if (cn is null || !users.Exists(cn))
+            {
+                return new AuthResult(false, cn, $"no such user '{cn}'");
+            }
+
+            if (string.Equals(users.GetEffectiveProperty(cn, "prop_deny"), "true", StringComparison.OrdinalIgnoreCase))
+            {
+                return new AuthResult(false, cn, $"user '{cn}' is denied access (prop_deny, user > group > __DEFAULT__)");
+            }
+
+            return new AuthResult(true, cn, null);
+        }
+
         var control = new ControlPlaneOptions
         {
             DataCiphers = ciphers,
@@ -73,25 +98,8 @@ public static class ServerFactory
             TlsAuthDigest = HashAlgorithmName.SHA1,
             ServerCertificate = ca.LoadServerCertificate(),
             ClientCa = ca.CaCertificate,
-            ValidateClient = cert =>
-            {
-                if (!ca.ValidateClientCertificate(cert, out var cn, out var reason))
-                {
-                    return new AuthResult(false, cn, reason);
-                }
-
-                if (cn is null || !users.Exists(cn))
-                {
-                    return new AuthResult(false, cn, $"no such user '{cn}'");
-                }
-
-                if (string.Equals(users.GetEffectiveProperty(cn, "prop_deny"), "true", StringComparison.OrdinalIgnoreCase))
-                {
-                    return new AuthResult(false, cn, $"user '{cn}' is denied access (prop_deny, user > group > __DEFAULT__)");
-                }
-
-                return new AuthResult(true, cn, null);
-            },
+            ValidateClient = cert => Admit(ca.ValidateClientCertificate(cert, out var cn, out var reason), cn, reason),
+            ValidateClientWithChain = (cert, chain) => Admit(ca.ValidateClientCertificate(cert, chain, out var cn, out var reason), cn, reason),
             Pool = new IpPool(settings.Pool.Network, settings.Pool.PrefixLength),
             ExtraPush = push,
             PingSeconds = settings.PingSeconds,

@@ -17,7 +17,10 @@ public sealed record IssuedCertificate(string Serial, string? User, string Kind,
 /// keys in <c>pki_files</c> (names ca.crt, ca.key, server.crt, server.key, tls-crypt.key), every
 /// issued certificate with its revoked flag in <c>certificates</c>.
 /// Thread-safe: revocation is read from the database on every validation, so a revoke done by
-/// the CLI takes effect on the next handshake of a running server.
+/// the CLI takes effect on the next handshake of a running server. With a
+/// <see cref="Users.DirectoryReadCache"/> (<see cref="WithReadCache"/>, the running server's) the
+/// read is answered from its memo, which is dropped whenever anyone committed a change to the
+/// database (PRAGMA data_version), so that still holds; writes here also invalidate it.
 /// </summary>
 public sealed class CertificateAuthority
 {
@@ -33,12 +36,17 @@ public sealed class CertificateAuthority
 
     private readonly OvpnDatabase _db;
     private readonly X509Certificate2 _caCert;   // public part only
+    private readonly Users.DirectoryReadCache? _cache;
 
-    private CertificateAuthority(OvpnDatabase db, X509Certificate2 caCert)
+    private CertificateAuthority(OvpnDatabase db, X509Certificate2 caCert, Users.DirectoryReadCache? cache = null)
     {
         _db = db;
         _caCert = caCert;
+        _cache = cache;
     }
+
+    /// <summary>The same CA, answering revocation look-ups from <paramref name="cache"/> (see the class summary).</summary>
+    public CertificateAuthority WithReadCache(Users.DirectoryReadCache cache) => new(_db, _caCert, cache);
 
     /// <summary>The CA certificate (public part). Each call returns a new instance the caller owns.</summary>
     public X509Certificate2 CaCertificate => X509CertificateLoader.LoadCertificate(_caCert.RawData);
@@ -147,6 +155,7 @@ public sealed class CertificateAuthority
             using var tx = c.BeginTransaction();
             InsertCert(c, tx, cert, user, "client", keyPem);
             tx.Commit();
+            _cache?.Invalidate();
         }
         return new IssuedCertificate(cert.SerialNumber, user, "client", cert.ExportCertificatePem(), keyPem, cert.NotAfter, false);
     }
@@ -182,7 +191,9 @@ public sealed class CertificateAuthority
         cmd.CommandText = "UPDATE certificates SET revoked = 1, revoked_unix = $t, key_pem = NULL WHERE user = $u AND revoked = 0";
         cmd.Parameters.AddWithValue("$u", user);
         cmd.Parameters.AddWithValue("$t", DateTimeOffset.UtcNow.ToUnixTimeSeconds());
-        return cmd.ExecuteNonQuery();
+        var n = cmd.ExecuteNonQuery();
+        _cache?.Invalidate();
+        return n;
     }
 
     public bool RevokeSerial(string serial)
@@ -192,7 +203,9 @@ public sealed class CertificateAuthority
         cmd.CommandText = "UPDATE certificates SET revoked = 1, revoked_unix = $t, key_pem = NULL WHERE serial = $s AND revoked = 0";
         cmd.Parameters.AddWithValue("$s", serial.ToUpperInvariant());
         cmd.Parameters.AddWithValue("$t", DateTimeOffset.UtcNow.ToUnixTimeSeconds());
-        return cmd.ExecuteNonQuery() > 0;
+        var n = cmd.ExecuteNonQuery();
+        _cache?.Invalidate();
+        return n > 0;
     }
 
     /// <summary>
@@ -222,6 +235,8 @@ public sealed class CertificateAuthority
     /// <summary>Null if the serial was never issued by us, else its revoked flag.</summary>
     public bool? IsRevoked(string serial)
     {
+        if (_cache is not null)
+            return _cache.IsRevoked(serial.ToUpperInvariant());
         using var c = _db.OpenConnection();
         using var cmd = c.CreateCommand();
         cmd.CommandText = "SELECT revoked FROM certificates WHERE serial = $s";
@@ -256,6 +271,32 @@ public sealed class CertificateAuthority
             reason = "certificate does not chain to our CA";
             return false;
         }
+        return CheckLeaf(cert, out commonName, out reason);
+    }
+
+    /// <summary>
+    /// The same check as <see cref="ValidateClientCertificate(X509Certificate2, out string?, out string?)"/>
+    /// for a certificate whose chain the TLS layer already built (SslStream on the server, with a
+    /// custom-root policy holding our CA): a valid such chain that ends at our CA is taken as is,
+    /// which saves building it a second time per handshake; any other chain (errors, other trust
+    /// mode, another root, another leaf) gets the full check, so the outcome is the same.
+    /// </summary>
+    public bool ValidateClientCertificate(X509Certificate2 cert, X509Chain builtChain, out string? commonName, out string? reason)
+    {
+        var elements = builtChain.ChainElements;
+        bool usable = builtChain.ChainPolicy.TrustMode == X509ChainTrustMode.CustomRootTrust
+            && builtChain.ChainPolicy.RevocationMode == X509RevocationMode.NoCheck
+            && elements.Count >= 2
+            && builtChain.ChainStatus.All(st => st.Status == X509ChainStatusFlags.NoError)
+            && elements[0].Certificate.RawDataMemory.Span.SequenceEqual(cert.RawDataMemory.Span)
+            && elements[^1].Certificate.RawDataMemory.Span.SequenceEqual(_caCert.RawDataMemory.Span);
+        return usable ? CheckLeaf(cert, out commonName, out reason) : ValidateClientCertificate(cert, out commonName, out reason);
+    }
+
+    /// <summary>The checks after the chain: EKU clientAuth, not a CA, serial ours and not revoked, has a CN.</summary>
+    private bool CheckLeaf(X509Certificate2 cert, out string? commonName, out string? reason)
+    {
+        commonName = null;
         var eku = cert.Extensions.OfType<X509EnhancedKeyUsageExtension>().FirstOrDefault();
         if (eku is null || !eku.EnhancedKeyUsages.Cast<Oid>().Any(o => o.Value == ClientAuthOid))
         {

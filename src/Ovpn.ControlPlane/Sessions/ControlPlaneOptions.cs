@@ -60,6 +60,15 @@ public sealed record ControlPlaneOptions
     /// <summary>Checks the client certificate (chain to our CA, not revoked, user allowed).</summary>
     public required Func<X509Certificate2, AuthResult> ValidateClient { get; init; }
 
+    /// <summary>
+    /// Optional form of <see cref="ValidateClient"/> used when SslStream has already built the
+    /// client's chain against <see cref="ClientCa"/> and reported no policy errors: it receives that
+    /// chain so the check need not build it a second time on every handshake. It must reach the same
+    /// verdict as <see cref="ValidateClient"/> (and rebuild the chain itself if it cannot trust the
+    /// one given). Unset: <see cref="ValidateClient"/> is always used.
+    /// </summary>
+    public Func<X509Certificate2, X509Chain, AuthResult>? ValidateClientWithChain { get; init; }
+
     public required IpPool Pool { get; init; }
 
     /// <summary>Extra options pushed to every client (route, dhcp-option DNS, redirect-gateway ...).</summary>

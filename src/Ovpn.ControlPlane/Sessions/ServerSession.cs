@@ -7,7 +7,6 @@ using System.Security.Authentication;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using System.Text;
-using System.Threading.Channels;
 using Ovpn.ControlPlane.Tls;
 using Ovpn.DataPlane;
 using Ovpn.Protocol.Control;
@@ -23,7 +22,14 @@ namespace Ovpn.ControlPlane.Sessions;
 /// to three key states (key_id 0..7), each with its own reliability layer and TLS session.
 ///
 /// Threading: an actor. Every input (wire packet, TLS output, TLS plaintext, timer tick, close) is
-/// posted to a channel and handled by one loop, so no state below needs a lock.
+/// posted to one FIFO inbox and run one at a time, in order, by whichever thread currently owns the
+/// inbox (<see cref="_running"/>), so no state below needs a lock. Who drains: a control packet
+/// posted while the inbox is idle is processed right on the receiving (data-plane) thread, up to
+/// the SslStream feed (unwrap, replay check, reliability, ACKs), which saves a thread hop and a
+/// context switch per packet; that inline run takes only packets, at most
+/// <see cref="InlinePacketBudget"/>, and hands anything else (TLS output/plaintext, ticks, close,
+/// which may call into the data plane) to a thread-pool work item that drains the rest. Other
+/// posts never run inline: they start the thread-pool drain when the inbox is idle.
 ///
 /// Key state lifecycle (per key_id):
 ///   reset received -> own reset queued, TLS handshake running
@@ -48,7 +54,13 @@ public sealed class ServerSession
     private readonly SessionManager _mgr;
     private readonly ControlPlaneOptions _o;
     private readonly ControlWrapper _wrap;
-    private readonly Channel<Action> _inbox = Channel.CreateUnbounded<Action>(new UnboundedChannelOptions { SingleReader = true });
+    /// <summary>Packets a receiving thread processes inline before it hands the inbox to the thread pool.</summary>
+    private const int InlinePacketBudget = 8;
+
+    // An inbox entry is an action or a wire packet (no closure allocated per packet).
+    private readonly System.Collections.Concurrent.ConcurrentQueue<(Action? Action, byte[]? Wire)> _inbox = new();
+    private readonly Drainer _drainer;
+    private int _running; // 1 while one thread owns the inbox and runs its entries
     private readonly KeyCtx?[] _keys = new KeyCtx?[MaxKeyStates];
     private readonly Stopwatch _clock;
     private int _latestKeyId = -1;
@@ -77,7 +89,7 @@ public sealed class ServerSession
             _ => ControlWrapper.CreateNone(),
         };
         ConnectedAt = DateTimeOffset.UtcNow;
-        _ = Task.Run(RunAsync);
+        _drainer = new Drainer(this);
     }
 
     public ILinkTransport Link { get; internal set; }
@@ -128,10 +140,28 @@ public sealed class ServerSession
         return BitConverter.ToUInt64(b);
     }
 
-    /// <summary>Queues work for the session's loop. Thread-safe.</summary>
-    public void Post(Action a) => _inbox.Writer.TryWrite(a);
+    /// <summary>Queues work for the session's loop. Thread-safe; never runs <paramref name="a"/> on the caller's thread.</summary>
+    public void Post(Action a)
+    {
+        _inbox.Enqueue((a, null));
+        if (Interlocked.CompareExchange(ref _running, 1, 0) == 0)
+        {
+            ThreadPool.UnsafeQueueUserWorkItem(_drainer, preferLocal: false);
+        }
+    }
 
-    public void PostPacket(byte[] wire) => Post(() => OnWire(wire));
+    /// <summary>
+    /// Queues a wire packet (owned by the session from now on). Thread-safe. If the inbox is idle
+    /// the packet is processed on the caller's thread (see the class summary).
+    /// </summary>
+    public void PostPacket(byte[] wire)
+    {
+        _inbox.Enqueue((null, wire));
+        if (Interlocked.CompareExchange(ref _running, 1, 0) == 0)
+        {
+            Drain(inline: true);
+        }
+    }
 
     /// <summary>
     /// Timer tick (every 200 ms from the manager). A quiet session (every key state trimmed) only
@@ -153,26 +183,63 @@ public sealed class ServerSession
 
     public void PostRenegotiate(string why) => Post(() => StartRenegotiation(why));
 
-    private async Task RunAsync()
+    /// <summary>
+    /// Runs inbox entries; the caller owns the inbox (<see cref="_running"/> = 1). Inline (a
+    /// receiving thread): only packets, at most <see cref="InlinePacketBudget"/>, then whatever is
+    /// left goes to the thread pool with ownership. Otherwise until the inbox is empty. Ownership is
+    /// released with a re-check, so an entry enqueued during the release is never stranded.
+    /// </summary>
+    private void Drain(bool inline)
     {
-        await foreach (var a in _inbox.Reader.ReadAllAsync().ConfigureAwait(false))
+        int budget = inline ? InlinePacketBudget : int.MaxValue;
+        while (true)
         {
-            if (_closed)
+            while (_inbox.TryPeek(out var item))
             {
-                continue;
+                if (inline && (item.Action is not null || budget-- <= 0))
+                {
+                    ThreadPool.UnsafeQueueUserWorkItem(_drainer, preferLocal: false); // keeps ownership
+                    return;
+                }
+
+                _inbox.TryDequeue(out _); // single consumer: the entry just peeked
+                if (_closed)
+                {
+                    continue;
+                }
+
+                try
+                {
+                    if (item.Wire is { } wire)
+                    {
+                        OnWire(wire);
+                    }
+                    else
+                    {
+                        item.Action!();
+                    }
+
+                    Flush();
+                }
+                catch (Exception e)
+                {
+                    Log.Error("session", $"{Describe}: internal error: {e}");
+                    Close("internal error", null);
+                }
             }
 
-            try
+            Volatile.Write(ref _running, 0);
+            if (_inbox.IsEmpty || Interlocked.CompareExchange(ref _running, 1, 0) != 0)
             {
-                a();
-                Flush();
-            }
-            catch (Exception e)
-            {
-                Log.Error("session", $"{Describe}: internal error: {e}");
-                Close("internal error", null);
+                return;
             }
         }
+    }
+
+    /// <summary>The thread-pool side of <see cref="Drain"/> (one instance per session, no allocation per run).</summary>
+    private sealed class Drainer(ServerSession session) : IThreadPoolWorkItem
+    {
+        public void Execute() => session.Drain(inline: false);
     }
 
     // ---------------------------------------------------------------- wire input
@@ -313,7 +380,7 @@ public sealed class ServerSession
             EnabledSslProtocols = SslProtocols.Tls12 | SslProtocols.Tls13,
             CertificateRevocationCheckMode = X509RevocationMode.NoCheck,
             AllowRenegotiation = false,
-            RemoteCertificateValidationCallback = (_, cert, _, _) =>
+            RemoteCertificateValidationCallback = (_, cert, chain, errors) =>
             {
                 if (cert is null)
                 {
@@ -322,7 +389,10 @@ public sealed class ServerSession
                 }
 
                 var c2 = cert as X509Certificate2 ?? new X509Certificate2(cert);
-                var r = _o.ValidateClient(c2);
+                // SslStream built the chain against ClientCa already; reuse it when it found no errors.
+                var r = errors == SslPolicyErrors.None && chain is not null && _o.ClientCa is not null && _o.ValidateClientWithChain is { } withChain
+                    ? withChain(c2, chain)
+                    : _o.ValidateClient(c2);
                 string? cn = r.CommonName;
                 string subject = c2.Subject;
                 string? reason = r.Ok ? null : $"{r.Reason ?? "certificate refused"} (subject '{subject}', serial {c2.SerialNumber})";
@@ -967,7 +1037,7 @@ public sealed class ServerSession
         }
 
         _mgr.OnSessionClosed(this, reason);
-        _inbox.Writer.TryComplete();
+        _inbox.Clear(); // later posts are dropped by the drain (_closed)
     }
 
     public string? CloseReason => _closeReason;

@@ -9,12 +9,20 @@ public sealed record UserRecord(string Name, DateTimeOffset Created, bool HasPas
 /// <summary>
 /// Users, their local passwords and free-form properties (Access Server "UserProp" keys such as
 /// "type" or "prop_autologin"). Thread-safe (each call uses its own connection).
+/// With a <see cref="DirectoryReadCache"/> (the running server's), <see cref="Exists"/> and the
+/// property reads are answered from it (it re-reads after any committed change, from any process);
+/// every write here also invalidates it.
 /// </summary>
 public sealed partial class UserStore
 {
     private readonly OvpnDatabase _db;
+    private readonly DirectoryReadCache? _cache;
 
-    public UserStore(OvpnDatabase db) => _db = db;
+    public UserStore(OvpnDatabase db, DirectoryReadCache? cache = null)
+    {
+        _db = db;
+        _cache = cache;
+    }
 
     public static UserStore Open(string dataDir) => new(OvpnDatabase.Open(dataDir));
 
@@ -30,6 +38,8 @@ public sealed partial class UserStore
 
     public bool Exists(string name)
     {
+        if (_cache is not null)
+            return _cache.UserExists(name);
         using var c = _db.OpenConnection();
         using var cmd = c.CreateCommand();
         cmd.CommandText = "SELECT 1 FROM users WHERE name = $n";
@@ -63,6 +73,7 @@ public sealed partial class UserStore
         cmd.Parameters.AddWithValue("$t", DateTimeOffset.UtcNow.ToUnixTimeSeconds());
         cmd.Parameters.AddWithValue("$d", (object?)digest ?? DBNull.Value);
         cmd.ExecuteNonQuery();
+        _cache?.Invalidate();
     }
 
     public IReadOnlyList<UserRecord> List()
@@ -88,6 +99,7 @@ public sealed partial class UserStore
         cmd.Parameters.AddWithValue("$n", name);
         var n = cmd.ExecuteNonQuery();
         tx.Commit();
+        _cache?.Invalidate();
         return n > 0;
     }
 
@@ -103,6 +115,7 @@ public sealed partial class UserStore
         cmd.Parameters.AddWithValue("$n", name);
         cmd.Parameters.AddWithValue("$d", digest);
         cmd.ExecuteNonQuery();
+        _cache?.Invalidate();
     }
 
     /// <summary>False for unknown users, users without a local password and wrong passwords.</summary>
@@ -127,12 +140,15 @@ public sealed partial class UserStore
         cmd.Parameters.AddWithValue("$k", key);
         cmd.Parameters.AddWithValue("$v", value);
         cmd.ExecuteNonQuery();
+        _cache?.Invalidate();
     }
 
     public string? GetProperty(string user, string key) => GetProperties(user).GetValueOrDefault(key);
 
     public SortedDictionary<string, string> GetProperties(string user)
     {
+        if (_cache is not null)
+            return new SortedDictionary<string, string>(_cache.GetProperties(user).ToDictionary(StringComparer.Ordinal), StringComparer.Ordinal);
         using var c = _db.OpenConnection();
         using var cmd = c.CreateCommand();
         cmd.CommandText = "SELECT key, value FROM user_props WHERE user = $u";
@@ -186,6 +202,8 @@ public sealed partial class UserStore
         cmd.CommandText = "DELETE FROM user_props WHERE user = $u AND key = $k";
         cmd.Parameters.AddWithValue("$u", user);
         cmd.Parameters.AddWithValue("$k", key);
-        return cmd.ExecuteNonQuery() > 0;
+        var removed = cmd.ExecuteNonQuery() > 0;
+        _cache?.Invalidate();
+        return removed;
     }
 }
