@@ -6,6 +6,7 @@ using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using System.Text;
 using System.Threading.Channels;
+using Ovpn.ControlPlane.Sessions;
 using Ovpn.ControlPlane.Tls;
 using Ovpn.DataPlane;
 using Ovpn.Protocol.Control;
@@ -82,16 +83,13 @@ internal interface IClientDataPath
 /// </summary>
 public sealed class ClientConnection
 {
-    private const int MaxKeyStates = 8;
-    private const int TlsPayloadPerPacket = 1100;
-
     private readonly ClientProfile _profile;
     private readonly RemoteEndpoint _remote;
     private readonly ILinkTransport _link;
     private readonly IClientDataPath _dataPath;
     private readonly ControlWrapper _wrap;
     private readonly Channel<Action> _inbox = Channel.CreateUnbounded<Action>(new UnboundedChannelOptions { SingleReader = true });
-    private readonly KeyCtx?[] _keys = new KeyCtx?[MaxKeyStates];
+    private readonly KeyStateTable<KeyCtx> _keys = new(isServer: false);
     private readonly Stopwatch _clock = Stopwatch.StartNew();
     private readonly TaskCompletionSource<ClientExit> _done = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly X509Certificate2Collection _caCerts = new();
@@ -99,9 +97,6 @@ public sealed class ClientConnection
     private PushReplyParser? _push;
     private ulong _serverSid;
     private bool _haveServerSid;
-    private int _latestKeyId = -1;
-    private int _primaryKeyId = -1;
-    private long _primarySinceMs;
     private long _lastPushRequestMs = long.MinValue;
     private long _firstServerPacketMs = -1;
     private bool _closed;
@@ -145,7 +140,7 @@ public sealed class ClientConnection
 
     public DataCipher? Cipher => _cipher;
 
-    public int PrimaryKeyId => _primaryKeyId;
+    public int PrimaryKeyId => _keys.PrimaryKeyId;
 
     public bool Established { get; private set; }
 
@@ -171,7 +166,7 @@ public sealed class ClientConnection
         _ = Task.Run(RunAsync);
         Post(() =>
         {
-            CreateKeyState(0, Opcode.ControlHardResetClientV2);
+            CreateKeyState(0);
             Log.Info("client", $"connecting to {_remote} (session {OwnSessionId:x16})");
         });
     }
@@ -194,7 +189,7 @@ public sealed class ClientConnection
         var tcs = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         Post(() =>
         {
-            if (_ccExit && _primaryKeyId >= 0 && _keys[_primaryKeyId] is { } k)
+            if (_ccExit && _keys.Primary is { } k)
             {
                 SendControlMessage(k, "EXIT");
                 k.Out.WriteChain.ContinueWith(_ => Post(() => tcs.TrySetResult()), TaskScheduler.Default);
@@ -213,7 +208,7 @@ public sealed class ClientConnection
     public Task<bool> AllAckedAsync()
     {
         var tcs = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
-        Post(() => tcs.TrySetResult(_primaryKeyId < 0 || _keys[_primaryKeyId] is not { } k || k.Rel.AllAcked));
+        Post(() => tcs.TrySetResult(_keys.Primary is not { } k || k.Rel.AllAcked));
         return tcs.Task;
     }
 
@@ -280,14 +275,14 @@ public sealed class ClientConnection
             case Opcode.ControlSoftResetV1:
                 if (_keys[p.KeyId] is null)
                 {
-                    if (!Established || p.KeyId != NextKeyId(_latestKeyId) || _keys[_latestKeyId] is not { DataKeysReady: true })
+                    if (!Established || !_keys.AcceptsPeerSoftReset(p.KeyId))
                     {
                         Log.Debug("client", $"unexpected soft reset key-id {p.KeyId} dropped");
                         return;
                     }
 
                     Log.Info("client", $"server started renegotiation, key-id {p.KeyId}");
-                    CreateKeyState(p.KeyId, Opcode.ControlSoftResetV1);
+                    CreateKeyState(p.KeyId);
                 }
 
                 break;
@@ -336,42 +331,15 @@ public sealed class ClientConnection
             }
         }
 
-        PumpTlsOutput(k);
+        k.PumpTlsOutput();
     }
 
     /// <summary>How long the ACK of the server's hard reset waits for the ClientHello to ride on.</summary>
     private const long AckHoldMs = 500;
 
-    private static int NextKeyId(int k) => k >= 7 ? 1 : k + 1;
-
-    private KeyCtx CreateKeyState(int keyId, Opcode ownReset)
-    {
-        _keys[keyId]?.Dispose();
-        var k = new KeyCtx(keyId, new ReliableLayer(OwnSessionId, keyId), NowMs);
-        if (_haveServerSid)
-        {
-            k.Rel.PeerSessionId = _serverSid;
-        }
-
-        k.Stream = new ControlChannelStream(bytes =>
-        {
-            k.Out.Enqueue(bytes);
-            Post(() => PumpTlsOutput(k));
-        });
-        k.Rel.Queue(ownReset, ReadOnlyMemory<byte>.Empty);
-        _keys[keyId] = k;
-        _latestKeyId = keyId;
-        for (int i = 0; i < MaxKeyStates; i++)
-        {
-            if (i != keyId && i != _primaryKeyId && _keys[i] is { } other)
-            {
-                other.Dispose();
-                _keys[i] = null;
-            }
-        }
-
-        return k;
-    }
+    /// <summary>A new key state with our reset queued (hard for key 0, soft otherwise); TLS starts once the server's reset is in.</summary>
+    private void CreateKeyState(int keyId) =>
+        _keys.Add(new KeyCtx(keyId, OwnSessionId, _haveServerSid ? _serverSid : null, NowMs, Post));
 
     private void StartTls(KeyCtx k)
     {
@@ -445,29 +413,20 @@ public sealed class ClientConnection
         if (k.AuthFailure is { } a)
         {
             // A server certificate we refuse is not going to change by retrying at once.
-            PumpTlsOutput(k);
+            k.PumpTlsOutput();
             Flush();
             Finish(ClientExitKind.Fatal, $"server certificate refused: {a}");
             return;
         }
 
-        if (k.KeyId == 0 || !Established)
+        if (k.FailureEndsSession(Established))
         {
             Finish(ClientExitKind.Restart, $"TLS error: {error}");
         }
         else
         {
             Log.Warn("client", $"renegotiation key-id {k.KeyId} failed: TLS error: {error}");
-            k.Dispose();
-            _keys[k.KeyId] = null;
-        }
-    }
-
-    private static void PumpTlsOutput(KeyCtx k)
-    {
-        if (!k.Disposed)
-        {
-            k.Out.Pump(k.Rel);
+            _keys.Remove(k);
         }
     }
 
@@ -714,8 +673,7 @@ public sealed class ClientConnection
 
         k.DataKeysReady = true;
         k.PushPhase = false;
-        _primaryKeyId = 0;
-        _primarySinceMs = NowMs;
+        _keys.SetPrimary(0, NowMs);
         Established = true;
         Log.Info("client", $"connected to {_remote}: {cfg.Address}/{cfg.PrefixLength}, cipher {DataCipherNames.ToName(cfg.Cipher)}, " +
             $"peer-id {(cfg.PeerId is { } id ? id.ToString(System.Globalization.CultureInfo.InvariantCulture) : "none (DATA_V1)")}");
@@ -748,24 +706,23 @@ public sealed class ClientConnection
             return;
         }
 
-        for (int i = 0; i < MaxKeyStates; i++)
+        for (int i = 0; i < KeyStateTable.Capacity; i++)
         {
             if (_keys[i] is not { } k)
             {
                 continue;
             }
 
-            if (!k.DataKeysReady && now - k.StartedMs > _profile.HandWindowSeconds * 1000L)
+            if (k.IsHandshakeExpired(now, _profile.HandWindowSeconds))
             {
-                if (k.KeyId == 0 || !Established)
+                if (k.FailureEndsSession(Established))
                 {
                     Finish(ClientExitKind.Restart, $"TLS key negotiation failed to occur within {_profile.HandWindowSeconds} seconds");
                     return;
                 }
 
                 Log.Warn("client", $"renegotiation key-id {k.KeyId} timed out");
-                k.Dispose();
-                _keys[i] = null;
+                _keys.Remove(k);
                 continue;
             }
 
@@ -776,17 +733,16 @@ public sealed class ClientConnection
 
             // The server has our key once all we sent on this key state is acked; like OpenVPN,
             // keep sending on the old key for a moment before switching.
-            if (k.SwapPending && k.Rel.AllAcked && now - k.OwnKeyDoneMs >= 1000)
+            if (k.IsSwapDue(now))
             {
                 k.SwapPending = false;
                 _dataPath.SwapKeys();
-                _primaryKeyId = k.KeyId;
-                _primarySinceMs = now;
+                _keys.CompleteSwap(k, now);
                 Log.Info("client", $"key-id {k.KeyId} is now primary");
             }
         }
 
-        if (_profile.RenegSeconds > 0 && now - _primarySinceMs > _profile.RenegSeconds * 1000L)
+        if (_keys.IsRenegotiationDue(now, _profile.RenegSeconds))
         {
             StartRenegotiation($"reneg-sec {_profile.RenegSeconds}");
         }
@@ -794,14 +750,14 @@ public sealed class ClientConnection
 
     private void StartRenegotiation(string why)
     {
-        if (!Established || _primaryKeyId < 0 || _latestKeyId != _primaryKeyId)
+        if (!Established || !_keys.IsSettled)
         {
             return;
         }
 
-        int next = NextKeyId(_latestKeyId);
+        int next = KeyStateTable.NextKeyId(_keys.LatestKeyId);
         Log.Info("client", $"starting renegotiation ({why}), key-id {next}");
-        CreateKeyState(next, Opcode.ControlSoftResetV1);
+        CreateKeyState(next);
     }
 
     private void Flush()
@@ -813,32 +769,7 @@ public sealed class ClientConnection
 
         long now = NowMs;
         uint unix = (uint)DateTimeOffset.UtcNow.ToUnixTimeSeconds();
-        for (int i = 0; i < MaxKeyStates; i++)
-        {
-            if (_keys[i] is not { } k)
-            {
-                continue;
-            }
-
-            PumpTlsOutput(k);
-            if (k.HoldAcksUntilMs != 0)
-            {
-                // Only ACKs to send: keep them for the ClientHello (first packet after the server
-                // reset carries the ACK, like OpenVPN's client), unless TLS takes too long.
-                if (k.Rel.AllAcked && now < k.HoldAcksUntilMs)
-                {
-                    continue;
-                }
-
-                k.HoldAcksUntilMs = 0;
-            }
-
-            int guard = 0;
-            while (guard++ < 64 && k.Rel.TryGetPacketToSend(now, out var p) && p is not null)
-            {
-                _link.Send(_wrap.Wrap(p, unix));
-            }
-        }
+        _keys.SendDue(now, unix, _wrap, _link);
     }
 
     private void Finish(ClientExitKind kind, string reason, bool advanceRemote = false)
@@ -849,51 +780,43 @@ public sealed class ClientConnection
         }
 
         _closed = true;
-        for (int i = 0; i < MaxKeyStates; i++)
-        {
-            _keys[i]?.Dispose();
-            _keys[i] = null;
-        }
+        _keys.Clear();
 
         _inbox.Writer.TryComplete();
         _done.TrySetResult(new ClientExit(kind, reason) { AdvanceRemote = advanceRemote });
     }
 
-    private sealed class KeyCtx(int keyId, ReliableLayer rel, long startedMs) : IDisposable
+    /// <summary>A key state with what only the client tracks: key-method-2 messages, push phase, ACK hold.</summary>
+    private sealed class KeyCtx(int keyId, ulong ownSessionId, ulong? serverSessionId, long startedMs, Action<Action> post)
+        : KeyState(keyId, ownSessionId, serverSessionId, startedMs, post)
     {
-        public readonly int KeyId = keyId;
-        public readonly ReliableLayer Rel = rel;
-        public long StartedMs = startedMs;
-        public readonly TlsOutbox Out = new(TlsPayloadPerPacket);
-        public ControlChannelStream Stream = null!;
-        public SslStream? Ssl;
         public KeyMethod2Message? Own;
         public KeyMethod2Message? ServerKey;
         public bool PushPhase;
-        public bool DataKeysReady;
-        public bool SwapPending;
-        public long OwnKeyDoneMs;
         public long HoldAcksUntilMs;
-        public string? AuthFailure;
-        public bool Disposed;
 
-        public void Dispose()
+        /// <summary>
+        /// Only ACKs to send: keep them for the ClientHello (first packet after the server reset
+        /// carries the ACK, like OpenVPN's client), unless TLS takes too long.
+        /// </summary>
+        protected override bool HoldSend(long nowMs)
         {
-            if (Disposed)
+            if (HoldAcksUntilMs == 0)
             {
-                return;
+                return false;
             }
 
-            Disposed = true;
-            Stream?.CompleteInput();
-            try
+            if (Rel.AllAcked && nowMs < HoldAcksUntilMs)
             {
-                Ssl?.Dispose();
-            }
-            catch (Exception e) when (e is IOException or ObjectDisposedException or InvalidOperationException)
-            {
+                return true;
             }
 
+            HoldAcksUntilMs = 0;
+            return false;
+        }
+
+        protected override void OnDisposed()
+        {
             if (Own?.PreMaster is { } pm)
             {
                 CryptographicOperations.ZeroMemory(pm);

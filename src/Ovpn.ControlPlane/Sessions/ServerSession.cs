@@ -39,8 +39,6 @@ namespace Ovpn.ControlPlane.Sessions;
 /// </summary>
 public sealed class ServerSession
 {
-    private const int MaxKeyStates = 8;
-    private const int TlsPayloadPerPacket = 1100;
     private const int TlsReadBufferSize = 4096;
 
     /// <summary>How long a key state must be quiet (all acked, nothing pending) before its handshake buffers are released.</summary>
@@ -61,11 +59,8 @@ public sealed class ServerSession
     private readonly System.Collections.Concurrent.ConcurrentQueue<(Action? Action, byte[]? Wire)> _inbox = new();
     private readonly Drainer _drainer;
     private int _running; // 1 while one thread owns the inbox and runs its entries
-    private readonly KeyCtx?[] _keys = new KeyCtx?[MaxKeyStates];
+    private readonly KeyStateTable<KeyCtx> _keys = new(isServer: true);
     private readonly Stopwatch _clock;
-    private int _latestKeyId = -1;
-    private int _primaryKeyId = -1;
-    private long _primarySinceMs;
     private bool _closed;
     private bool _pushed;
     private HashAlgorithmName? _cbcDigest;
@@ -278,7 +273,7 @@ public sealed class ServerSession
                     }
 
                     Log.Info("session", $"{Describe}: peer started renegotiation, key-id {p.KeyId}");
-                    CreateKeyState(p.KeyId, Opcode.ControlSoftResetV1);
+                    CreateKeyState(p.KeyId);
                 }
 
                 break;
@@ -314,58 +309,27 @@ public sealed class ServerSession
             }
         }
 
-        PumpTlsOutput(k);
+        k.PumpTlsOutput();
     }
 
-    private bool CanAcceptSoftReset(int keyId)
-    {
-        if (!Authenticated || _latestKeyId < 0 || keyId != NextKeyId(_latestKeyId))
-        {
-            return false;
-        }
-
-        var latest = _keys[_latestKeyId];
-        return latest is { DataKeysReady: true };
-    }
-
-    private static int NextKeyId(int k) => k >= 7 ? 1 : k + 1;
+    private bool CanAcceptSoftReset(int keyId) => Authenticated && _keys.AcceptsPeerSoftReset(keyId);
 
     /// <summary>Starts key state 0 from the client's hard reset (called by the manager right after construction).</summary>
     internal void Begin(byte[] firstPacket)
     {
         Post(() =>
         {
-            CreateKeyState(0, Opcode.ControlHardResetServerV2);
+            CreateKeyState(0);
             OnWire(firstPacket);
         });
     }
 
-    private void CreateKeyState(int keyId, Opcode ownReset)
+    /// <summary>A new key state with our reset queued (hard for key 0, soft otherwise); keeps only it and the primary.</summary>
+    private void CreateKeyState(int keyId)
     {
         Volatile.Write(ref _quiet, false);
-        var old = _keys[keyId];
-        old?.Dispose();
-        var k = new KeyCtx(keyId, new ReliableLayer(OwnSessionId, keyId), NowMs);
-        k.Rel.PeerSessionId = PeerSessionId;
-        k.Stream = new ControlChannelStream(bytes =>
-        {
-            k.Out.Enqueue(bytes);
-            Post(() => PumpTlsOutput(k));
-        });
-        k.Rel.Queue(ownReset, ReadOnlyMemory<byte>.Empty);
-        _keys[keyId] = k;
-        _latestKeyId = keyId;
-
-        // Keep at most this key and the one before it; older key states are retired.
-        for (int i = 0; i < MaxKeyStates; i++)
-        {
-            if (i != keyId && _keys[i] is { } other && i != _primaryKeyId)
-            {
-                other.Dispose();
-                _keys[i] = null;
-            }
-        }
-
+        var k = new KeyCtx(keyId, OwnSessionId, PeerSessionId, NowMs, Post);
+        _keys.Add(k);
         StartTls(k);
     }
 
@@ -484,28 +448,18 @@ public sealed class ServerSession
         }
 
         string reason = k.AuthFailure is { } a ? $"client certificate refused: {a}" : $"TLS error: {error}";
-        if (k.KeyId == 0 || !Authenticated)
+        if (k.FailureEndsSession(Authenticated))
         {
             // Let the TLS alert go out first, then drop the session.
             Log.Warn("session", $"{Describe}: refused: {reason}");
-            PumpTlsOutput(k);
+            k.PumpTlsOutput();
             Flush();
             Close(reason, null);
         }
         else
         {
             Log.Warn("session", $"{Describe}: renegotiation key-id {k.KeyId} failed: {reason}");
-            k.Dispose();
-            _keys[k.KeyId] = null;
-        }
-    }
-
-    /// <summary>Moves TLS ciphertext into the reliability layer while its send window has room.</summary>
-    private static void PumpTlsOutput(KeyCtx k)
-    {
-        if (!k.Disposed)
-        {
-            k.Out.Pump(k.Rel);
+            _keys.Remove(k);
         }
     }
 
@@ -585,7 +539,7 @@ public sealed class ServerSession
         var keys = DataChannelKeys.FromKey2(key2, Cipher!.Value, isServer: true);
         CryptographicOperations.ZeroMemory(key2);
         k.DataKeysReady = true;
-        k.OwnKeySentAtMs = NowMs;
+        k.OwnKeyDoneMs = NowMs;
 
         if (k.KeyId == 0)
         {
@@ -698,8 +652,7 @@ public sealed class ServerSession
         // The server side waits twice the pushed ping-restart, as OpenVPN's keepalive helper does.
         dp.SetPeer(PeerId.Value, TimeSpan.FromSeconds(_o.PingSeconds), TimeSpan.FromSeconds(_o.PingRestartSeconds * 2));
         dp.NewKey(MakeKeyConfig(KeySlot.Primary, k.KeyId, keys));
-        _primaryKeyId = k.KeyId;
-        _primarySinceMs = NowMs;
+        _keys.SetPrimary(k.KeyId, NowMs);
         Log.Info("session", $"{Describe}: authenticated; peer-id {PeerId}, {VpnAddress}, cipher {DataCipherNames.ToName(Cipher!.Value)}, " +
             $"{(PeerInfo.IvVer is { } v ? "client " + v : "client version unknown")}, data path {Path!.Name}" +
             (DataPathReason is null ? string.Empty : $" ({DataPathReason})"));
@@ -722,7 +675,7 @@ public sealed class ServerSession
 
     private void OnControlMessage(string msg)
     {
-        var k = _latestKeyId >= 0 ? _keys[_latestKeyId] : null;
+        var k = _keys.Latest;
         if (msg.StartsWith("PUSH_REQUEST", StringComparison.Ordinal))
         {
             if (!_pushed && Authenticated && _keys[0] is { } k0 && k0.CloseAtMs == 0)
@@ -854,7 +807,7 @@ public sealed class ServerSession
     private void OnTick()
     {
         long now = NowMs;
-        for (int i = 0; i < MaxKeyStates; i++)
+        for (int i = 0; i < KeyStateTable.Capacity; i++)
         {
             if (_keys[i] is not { } k)
             {
@@ -867,45 +820,41 @@ public sealed class ServerSession
                 return;
             }
 
-            if (!k.DataKeysReady && now - k.StartedMs > _o.HandWindowSeconds * 1000L)
+            if (k.IsHandshakeExpired(now, _o.HandWindowSeconds))
             {
-                if (k.KeyId == 0 || !Authenticated)
+                if (k.FailureEndsSession(Authenticated))
                 {
                     Close($"TLS key negotiation failed to occur within {_o.HandWindowSeconds} seconds", null);
                     return;
                 }
 
                 Log.Warn("session", $"{Describe}: renegotiation key-id {k.KeyId} timed out");
-                k.Dispose();
-                _keys[i] = null;
+                _keys.Remove(k);
                 continue;
             }
 
             // The peer has our key-method-2 message once everything we sent on this key is acked.
-            if (k.SwapPending && k.Rel.AllAcked && now - k.OwnKeySentAtMs >= 1000)
+            if (k.IsSwapDue(now))
             {
                 k.SwapPending = false;
                 Path!.Plane.SwapKeys(PeerId!.Value);
-                _primaryKeyId = k.KeyId;
-                _primarySinceMs = now;
+                _keys.CompleteSwap(k, now);
                 Log.Info("session", $"{Describe}: key-id {k.KeyId} is now primary");
             }
 
             // A key state replaced by a newer primary is retired once the swap has settled: the data
             // plane has its own copy of the keys, and its TLS session is never used again.
-            if (i != _primaryKeyId && i != _latestKeyId && k.DataKeysReady && now - _primarySinceMs >= RetiredKeyGraceMs)
+            if (_keys.IsRetirable(k, now, RetiredKeyGraceMs))
             {
                 Log.Debug("session", $"{Describe}: key-id {k.KeyId} retired");
-                k.Dispose();
-                _keys[i] = null;
+                _keys.Remove(k);
                 continue;
             }
 
             TrimIfIdle(k, now);
         }
 
-        if (Authenticated && _o.RenegotiateSeconds > 0 && _primaryKeyId >= 0 && _latestKeyId == _primaryKeyId &&
-            now - _primarySinceMs > _o.RenegotiateSeconds * 1000L)
+        if (Authenticated && _keys.IsRenegotiationDue(now, _o.RenegotiateSeconds))
         {
             StartRenegotiation($"reneg-sec {_o.RenegotiateSeconds}");
         }
@@ -937,7 +886,7 @@ public sealed class ServerSession
     private void UpdateQuiet()
     {
         bool quiet = Authenticated && !_closed;
-        for (int i = 0; quiet && i < MaxKeyStates; i++)
+        for (int i = 0; quiet && i < KeyStateTable.Capacity; i++)
         {
             if (_keys[i] is { } k && !k.Trimmed)
             {
@@ -962,14 +911,15 @@ public sealed class ServerSession
 
     private void StartRenegotiation(string why)
     {
-        if (!Authenticated || _latestKeyId < 0 || _keys[_latestKeyId] is not { DataKeysReady: true } || _latestKeyId != _primaryKeyId)
+        // Unlike the client, the server also wants the latest key state alive (not removed by a TLS failure).
+        if (!Authenticated || _keys.Latest is not { DataKeysReady: true } || !_keys.IsSettled)
         {
             return;
         }
 
-        int next = NextKeyId(_latestKeyId);
+        int next = KeyStateTable.NextKeyId(_keys.LatestKeyId);
         Log.Info("session", $"{Describe}: starting renegotiation ({why}), key-id {next}");
-        CreateKeyState(next, Opcode.ControlSoftResetV1);
+        CreateKeyState(next);
     }
 
     // ---------------------------------------------------------------- output
@@ -983,20 +933,7 @@ public sealed class ServerSession
 
         long now = NowMs;
         uint unix = (uint)DateTimeOffset.UtcNow.ToUnixTimeSeconds();
-        for (int i = 0; i < MaxKeyStates; i++)
-        {
-            if (_keys[i] is not { } k)
-            {
-                continue;
-            }
-
-            PumpTlsOutput(k);
-            int guard = 0;
-            while (guard++ < 64 && k.Rel.TryGetPacketToSend(now, out var p) && p is not null)
-            {
-                Link.Send(_wrap.Wrap(p, unix));
-            }
-        }
+        _keys.SendDue(now, unix, _wrap, Link);
     }
 
     /// <summary>Ends the session: optional last message to the client, data plane peer removed, resources freed.</summary>
@@ -1007,22 +944,18 @@ public sealed class ServerSession
             return;
         }
 
-        if (notifyMessage is not null && _latestKeyId >= 0 && _keys[_latestKeyId] is { } k)
+        if (notifyMessage is not null && _keys.Latest is { } k)
         {
             SendControlMessage(k, notifyMessage);
             // Best effort: give the TLS write a moment to reach the reliability layer, then send.
             k.Out.WriteChain.Wait(200);
-            PumpTlsOutput(k);
+            k.PumpTlsOutput();
             Flush();
         }
 
         _closed = true;
         _closeReason = reason;
-        for (int i = 0; i < MaxKeyStates; i++)
-        {
-            _keys[i]?.Dispose();
-            _keys[i] = null;
-        }
+        _keys.Clear();
 
         if (PeerId is { } id)
         {
@@ -1051,7 +984,7 @@ public sealed class ServerSession
         var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         Post(() =>
         {
-            if (_latestKeyId >= 0 && _keys[_latestKeyId] is { Ssl: not null } k && Authenticated)
+            if (_keys.Latest is { Ssl: not null } k && Authenticated)
             {
                 SendControlMessage(k, message);
                 k.Out.WriteChain.ContinueWith(_ => Post(() => done.TrySetResult()), TaskScheduler.Default);
@@ -1064,23 +997,14 @@ public sealed class ServerSession
         return done.Task.WaitAsync(timeout).ContinueWith(_ => { }, TaskScheduler.Default);
     }
 
-    private sealed class KeyCtx(int keyId, ReliableLayer rel, long startedMs) : IDisposable
+    /// <summary>A key state with what only the server tracks: client certificate, refusal, memory trimming.</summary>
+    private sealed class KeyCtx(int keyId, ulong ownSessionId, ulong peerSessionId, long startedMs, Action<Action> post)
+        : KeyState(keyId, ownSessionId, peerSessionId, startedMs, post)
     {
-        public readonly int KeyId = keyId;
-        public readonly ReliableLayer Rel = rel;
-        public readonly long StartedMs = startedMs;
-        public readonly TlsOutbox Out = new(TlsPayloadPerPacket);
-        public ControlChannelStream Stream = null!;
-        public SslStream? Ssl;
         public bool GotClientKey;
-        public bool DataKeysReady;
-        public bool SwapPending;
-        public long OwnKeySentAtMs;
         public long CloseAtMs;
         public string? CloseReason;
         public string? CertCommonName;
-        public string? AuthFailure;
-        public bool Disposed;
 
         /// <summary>Set by the TLS reader while it holds a rented plaintext buffer (between a record's arrival and its hand-off).</summary>
         public bool ReadBufferHeld;
@@ -1092,23 +1016,5 @@ public sealed class ServerSession
         public bool Trimmed;
 
         public long LastActivityMs = startedMs;
-
-        public void Dispose()
-        {
-            if (Disposed)
-            {
-                return;
-            }
-
-            Disposed = true;
-            Stream?.CompleteInput();
-            try
-            {
-                Ssl?.Dispose();
-            }
-            catch (Exception e) when (e is IOException or ObjectDisposedException or InvalidOperationException)
-            {
-            }
-        }
     }
 }
