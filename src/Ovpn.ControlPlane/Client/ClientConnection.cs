@@ -426,7 +426,7 @@ public sealed class ClientConnection
         else
         {
             Log.Warn("client", $"renegotiation key-id {k.KeyId} failed: TLS error: {error}");
-            _keys.Remove(k);
+            _keys.RemoveFailed(k, NowMs);
         }
     }
 
@@ -722,7 +722,7 @@ public sealed class ClientConnection
                 }
 
                 Log.Warn("client", $"renegotiation key-id {k.KeyId} timed out");
-                _keys.Remove(k);
+                _keys.RemoveFailed(k, now);
                 continue;
             }
 
@@ -750,7 +750,7 @@ public sealed class ClientConnection
 
     private void StartRenegotiation(string why)
     {
-        if (!Established || !_keys.IsSettled)
+        if (!Established || !_keys.MayStartRenegotiation(NowMs))
         {
             return;
         }

@@ -220,7 +220,7 @@ internal sealed class KeyStateTable<TKey>
         }
     }
 
-    /// <summary>Disposes <paramref name="k"/> and frees its slot (failed or timed-out renegotiation, retirement).</summary>
+    /// <summary>Disposes <paramref name="k"/> and frees its slot (retirement of a replaced key).</summary>
     public void Remove(TKey k)
     {
         k.Dispose();
@@ -229,6 +229,33 @@ internal sealed class KeyStateTable<TKey>
             _slots[k.KeyId] = null;
         }
     }
+
+    /// <summary>How long after a failed renegotiation the next one may start.</summary>
+    public const long FailedRenegotiationRetryMs = 10_000;
+
+    private long _retryNotBeforeMs = long.MinValue;
+
+    /// <summary>
+    /// A renegotiation on <paramref name="k"/> failed (TLS error or hand-window timeout) while the
+    /// primary key carries on: <paramref name="k"/> is disposed and its slot freed. The key-id
+    /// sequence continues after the failed id (both peers advanced their counters, as OpenVPN's
+    /// key_state_init does), the table counts as settled again, and the next attempt may start
+    /// <see cref="FailedRenegotiationRetryMs"/> after the failure, so a session whose
+    /// renegotiation failed once still renegotiates before its packet-ids wrap instead of being
+    /// stuck on the old key for good, without retrying on every tick.
+    /// </summary>
+    public void RemoveFailed(TKey k, long nowMs)
+    {
+        Remove(k);
+        _retryNotBeforeMs = nowMs + FailedRenegotiationRetryMs;
+    }
+
+    /// <summary>
+    /// Whether a renegotiation may start now: keys are established, none is running (the latest
+    /// key state is the primary, or the latest attempt failed and was removed), the primary still
+    /// has its keys, and any retry delay after a failure has passed.
+    /// </summary>
+    public bool MayStartRenegotiation(long nowMs) => IsSettled && Primary is { DataKeysReady: true } && nowMs >= _retryNotBeforeMs;
 
     /// <summary>Disposes every key state (the session ends).</summary>
     public void Clear()
@@ -253,14 +280,17 @@ internal sealed class KeyStateTable<TKey>
     /// also requires its session to be established.)
     /// </summary>
     public bool AcceptsPeerSoftReset(int keyId) =>
-        LatestKeyId >= 0 && keyId == KeyStateTable.NextKeyId(LatestKeyId) && _slots[LatestKeyId] is { DataKeysReady: true };
+        LatestKeyId >= 0 && keyId == KeyStateTable.NextKeyId(LatestKeyId)
+        && (_slots[LatestKeyId] ?? (LatestKeyId != PrimaryKeyId ? Primary : null)) is { DataKeysReady: true };
 
-    /// <summary>Whether no renegotiation is running: the latest key state is the primary one.</summary>
-    public bool IsSettled => PrimaryKeyId >= 0 && LatestKeyId == PrimaryKeyId;
+    /// <summary>Whether no renegotiation is running: the latest key state is the primary one, or
+    /// the latest attempt failed and was removed (<see cref="RemoveFailed"/>).</summary>
+    public bool IsSettled => PrimaryKeyId >= 0 && (LatestKeyId == PrimaryKeyId || _slots[LatestKeyId] is null);
 
-    /// <summary>reneg-sec: the settled primary key is older than <paramref name="renegSeconds"/> (0 = never).</summary>
+    /// <summary>reneg-sec: the settled primary key is older than <paramref name="renegSeconds"/> (0 = never)
+    /// and a renegotiation may start now (<see cref="MayStartRenegotiation"/>).</summary>
     public bool IsRenegotiationDue(long nowMs, int renegSeconds) =>
-        renegSeconds > 0 && IsSettled && nowMs - PrimarySinceMs > renegSeconds * 1000L;
+        renegSeconds > 0 && MayStartRenegotiation(nowMs) && nowMs - PrimarySinceMs > renegSeconds * 1000L;
 
     /// <summary>The owner has swapped keys in the data plane: <paramref name="k"/> is primary from <paramref name="nowMs"/>.</summary>
     public void CompleteSwap(TKey k, long nowMs)

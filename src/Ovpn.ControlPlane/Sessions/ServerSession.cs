@@ -459,7 +459,7 @@ public sealed class ServerSession
         else
         {
             Log.Warn("session", $"{Describe}: renegotiation key-id {k.KeyId} failed: {reason}");
-            _keys.Remove(k);
+            _keys.RemoveFailed(k, NowMs);
         }
     }
 
@@ -829,7 +829,7 @@ public sealed class ServerSession
                 }
 
                 Log.Warn("session", $"{Describe}: renegotiation key-id {k.KeyId} timed out");
-                _keys.Remove(k);
+                _keys.RemoveFailed(k, now);
                 continue;
             }
 
@@ -911,8 +911,7 @@ public sealed class ServerSession
 
     private void StartRenegotiation(string why)
     {
-        // Unlike the client, the server also wants the latest key state alive (not removed by a TLS failure).
-        if (!Authenticated || _keys.Latest is not { DataKeysReady: true } || !_keys.IsSettled)
+        if (!Authenticated || !_keys.MayStartRenegotiation(NowMs))
         {
             return;
         }

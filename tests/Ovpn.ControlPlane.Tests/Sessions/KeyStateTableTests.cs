@@ -226,8 +226,45 @@ public sealed class KeyStateTableTests
         Assert.True(t.AcceptsPeerSoftReset(1)); // wraps past 7 to 1, never 0
         Assert.False(t.AcceptsPeerSoftReset(0));
 
-        t.Remove(k7); // a failed renegotiation leaves no live latest key state
+        t.Remove(k7); // gone, and no primary to fall back on
         Assert.False(t.AcceptsPeerSoftReset(1));
+    }
+
+    [Fact]
+    public void FailedRenegotiationSettlesAndTheNextOneMayStartAfterTheRetryDelay()
+    {
+        var (t, k0) = Established(primarySinceMs: 0);
+        Assert.True(t.MayStartRenegotiation(20_000));
+        var k1 = new TestKey(1, 20_000);
+        t.Add(k1);
+        Assert.False(t.IsSettled);
+        Assert.False(t.MayStartRenegotiation(20_000));
+
+        // The attempt on key-id 1 fails at 30 s: the primary (key 0) carries on.
+        t.RemoveFailed(k1, 30_000);
+        Assert.True(k1.Disposed);
+        Assert.Null(t[1]);
+        Assert.Same(k0, t.Primary);
+        Assert.True(t.IsSettled);
+
+        // Not on every tick: only once the retry delay has passed.
+        long retryAt = 30_000 + KeyStateTable<TestKey>.FailedRenegotiationRetryMs;
+        Assert.False(t.MayStartRenegotiation(retryAt - 1));
+        Assert.False(t.IsRenegotiationDue(retryAt - 1, renegSeconds: 10));
+        Assert.True(t.MayStartRenegotiation(retryAt));
+        Assert.True(t.IsRenegotiationDue(retryAt, renegSeconds: 10));
+
+        // Both peers advanced past the failed id: the next key-id is 2, ours or the peer's.
+        Assert.Equal(2, KeyStateTable.NextKeyId(t.LatestKeyId));
+        Assert.True(t.AcceptsPeerSoftReset(2));
+        Assert.False(t.AcceptsPeerSoftReset(1));
+
+        var k2 = new TestKey(2, retryAt) { DataKeysReady = true, SwapPending = true };
+        t.Add(k2);
+        Assert.Same(k0, t[0]); // the primary survives the new attempt
+        t.CompleteSwap(k2, retryAt + 1_000);
+        Assert.Equal(2, t.PrimaryKeyId);
+        Assert.True(t.IsSettled);
     }
 
     [Fact]
