@@ -29,9 +29,9 @@ namespace Ovpn.Platform.Linux;
 /// With <c>vnetHeader: true</c> (IFF_VNET_HDR) every packet on the fd is preceded by a 10-byte
 /// <c>struct virtio_net_hdr</c>: <see cref="Read"/> and <see cref="Write"/> still move plain IP
 /// packets (readv/writev with a separate header), and <see cref="WriteFrame"/> writes a frame
-/// with a caller-built header (GSO super-packets from the offload engine's coalescer). No
-/// offload stays enabled (TUNSETOFFLOAD ends at 0), so the kernel never hands us GSO packets or
-/// partial checksums on read. The write direction needs no offload flags (the kernel accepts any
+/// with a caller-built header (GSO super-packets from the offload engine's coalescer). By default
+/// no offload stays enabled (TUNSETOFFLOAD ends at 0), so the kernel never hands us GSO packets or
+/// partial checksums on read (tcpOffload below changes that). The write direction needs no offload flags (the kernel accepts any
 /// GSO type it knows in a written virtio_net_hdr); whether it knows UDP segmentation
 /// (VIRTIO_NET_HDR_GSO_UDP_L4, kernel 6.2+) is probed once at open: TUNSETOFFLOAD with
 /// TUN_F_CSUM|TUN_F_USO4|TUN_F_USO6, then TUNSETOFFLOAD 0 again (<see cref="SupportsUdpGso"/>).
