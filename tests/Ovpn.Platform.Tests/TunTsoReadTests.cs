@@ -154,6 +154,38 @@ public sealed class TunTsoReadTests
         await send.WaitAsync(limit);
     }
 
+    [RequiresFact(Requirement.Root, Requirement.Tun)]
+    public void Tso_is_only_on_when_asked_for_and_survives_more_queues()
+    {
+        Requirements.RequireOrFail(Requirement.Root, Requirement.Tun);
+        using var ns = new NetNs();
+        Assert.Throws<ArgumentException>(() => ns.RunInNamespace(() => TunDevice.Create("tsoplain0", tcpOffload: true)));
+        using (var plain = ns.RunInNamespace(() => TunDevice.Create("tsooff0", vnetHeader: true)))
+        {
+            Assert.False(plain.ReadsTcpGso);
+            Assert.Equal("not asked for", plain.TcpGsoReadUnsupportedReason);
+        }
+
+        // Every queue's open probes USO (TUNSETOFFLOAD, device-wide) and must end with TSO on again.
+        var queues = ns.RunInNamespace(() => Ovpn.Platform.Net.MultiQueueTun.Open("tsomq0", 3, vnetHeader: true, tcpOffload: true));
+        try
+        {
+            Assert.All(queues, q => Assert.True(((Ovpn.DataPlane.Offload.IVnetTunDevice)q).ReadsTcpGso));
+            var features = ns.Exec("ethtool", "-k", "tsomq0");
+            if (features.ExitCode == 0)
+            {
+                Assert.Contains("tcp-segmentation-offload: on", features.Stdout, StringComparison.Ordinal);
+            }
+        }
+        finally
+        {
+            foreach (var q in queues)
+            {
+                q.Dispose();
+            }
+        }
+    }
+
     private static int ReadFrame(TunDevice tun, byte[] frame, Stopwatch sw, TimeSpan limit)
     {
         while (sw.Elapsed < limit)
