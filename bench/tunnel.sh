@@ -12,13 +12,19 @@
 # the TUN coalescing (userspace GRO) saves; for (c)/(f) the TUN's average received packet size is
 # printed (above the MTU = GSO super-packets were written). Row (m) = (c) with receive moderation
 # (OVPN_RX_MODERATION_US=${BENCH_RX_MOD_US:-50}: the UDP reader sleeps that long instead of a poll
-# wake-up per datagram while a stream is coming in, like a NIC's rx-usecs). BENCH_ROWS selects rows
-# (default all but m). BENCH_VETH_GRO=0/1 (default 1): GRO on the veth pair, see bench/netns.sh.
+# wake-up per datagram while a stream is coming in, like a NIC's rx-usecs). Row (t) = (c) with
+# OVPN_TUN_TSO=0 (the kernel segments TCP before the TUN and the engine reads one packet per read())
+# to show what read-side TSO saves; it matters for the download direction: BENCH_REVERSE=1 runs every
+# test with iperf3 -R (server -> client through the tunnel, the usual VPN direction), same columns
+# (cpu/GB is still the server's, now the sender's). BENCH_ROWS selects rows
+# (default all but m and t). BENCH_VETH_GRO=0/1 (default 1): GRO on the veth pair, see bench/netns.sh.
 # Needs root. Usage: [BENCH_ROWS="a c f"] bench/tunnel.sh [seconds-per-test]   (default 10)
 set -euo pipefail
 T=${1:-10}
 ROWS=" ${BENCH_ROWS:-a b c d e f} "
 RXMOD=${BENCH_RX_MOD_US:-50}
+REV=(); DIR="client -> server"
+if [[ ${BENCH_REVERSE:-0} == 1 ]]; then REV=(-R); DIR="server -> client (iperf3 -R)"; fi
 BENCH_NS_TAG=dpb BENCH_NET=10.201.0
 # shellcheck source=bench/netns.sh
 source "$(cd "$(dirname "$0")" && pwd)/netns.sh"
@@ -77,6 +83,7 @@ run_tests() { # label server-pid server-tun-ip
       tcp4) args=(-t "$T" -P 4) ;;
       udp)  args=(-t "$T" -u -b 2000M -l 1400) ;;
     esac
+    args+=("${REV[@]}")
     local c0; c0=$(cpu_s "$spid"); local w0; w0=$(csw "$spid")
     ip netns exec "$C" iperf3 -c "$tip" "${args[@]}" -J >"$W/$label-$t.json" 2>/dev/null || true
     local c1; c1=$(cpu_s "$spid"); local w1; w1=$(csw "$spid")
@@ -111,16 +118,17 @@ ovpnas user add bench --data-dir "$D" >/dev/null
 ovpnas profile bench --data-dir "$D" --out "$W/bench.ovpn" >/dev/null
 # Our client takes the profile's remotes in order: keep only the UDP ones, like the stock client's --proto udp.
 grep -v '^remote .*tcp' "$W/bench.ovpn" >"$W/bench-udp.ovpn"
-for mode in b c d e f m; do
+for mode in b c d e f m t; do
   [[ $ROWS == *" $mode "* ]] || continue
   coalesce=1; [[ $mode == f ]] && coalesce=0
   rxmod=0; [[ $mode == m ]] && rxmod=$RXMOD
+  tso=1; [[ $mode == t ]] && tso=0
   if [[ $mode != b ]]; then
     ovpnas sacli -k vpn.server.daemon.ovpndco -v true ConfigPut --data-dir "$D" >/dev/null || echo "(c) could not set vpn.server.daemon.ovpndco"
   else
     ovpnas sacli -k vpn.server.daemon.ovpndco -v false ConfigPut --data-dir "$D" >/dev/null || true
   fi
-  OVPN_RX_MODERATION_US=$rxmod OVPN_TUN_COALESCE=$coalesce ip netns exec "$S" dotnet "$OVPNAS" serve --data-dir "$D" >"$W/$mode-server.log" 2>&1 & SPID=$!; PIDS+=("$SPID")
+  OVPN_TUN_TSO=$tso OVPN_RX_MODERATION_US=$rxmod OVPN_TUN_COALESCE=$coalesce ip netns exec "$S" dotnet "$OVPNAS" serve --data-dir "$D" >"$W/$mode-server.log" 2>&1 & SPID=$!; PIDS+=("$SPID")
   wait_log "$W/$mode-server.log" "listening on UDP" 30 || { echo "($mode) server did not start"; tail -5 "$W/$mode-server.log"; }
   grep -i -m2 "offload\|engine" "$W/$mode-server.log" | sed "s/^/($mode) /" || true
   if [[ $mode == d || $mode == e ]]; then
@@ -137,11 +145,15 @@ for mode in b c d e f m; do
   if wait_log "$W/$mode-client.log" "$ready" 30; then
     grep -m1 "data channel" "$W/$mode-client.log" | sed "s/^/($mode) client: /" || true
     run_tests "$mode" "$SPID" 172.27.224.1
-    if [[ $mode == c || $mode == f || $mode == m ]]; then
+    if [[ $mode == c || $mode == f || $mode == m || $mode == t ]]; then
+      # rx = written by the engine (above the MTU: GRO super-packets); tx = read by the engine
+      # (above the MTU: TSO super-packets, one read() each).
       ip -n "$S" -s -j link show as0t0 2>/dev/null | python3 -c '
 import json,sys
 try:
-  s=json.load(sys.stdin)[0]["stats64"]["rx"]; print("(%s) TUN rx: %d packets, %d bytes, %.0f bytes/packet" % (sys.argv[1], s["packets"], s["bytes"], s["bytes"]/max(1,s["packets"])))
+  j=json.load(sys.stdin)[0]["stats64"]
+  for d in ("rx","tx"):
+    s=j[d]; print("(%s) TUN %s: %d packets, %d bytes, %.0f bytes/packet" % (sys.argv[1], d, s["packets"], s["bytes"], s["bytes"]/max(1,s["packets"])))
 except Exception as e: print("(%s) TUN counters unavailable: %s" % (sys.argv[1], e))' "$mode" || true
     fi
   else echo "($mode) client did not connect"; tail -5 "$W/$mode-client.log"; fi
@@ -149,13 +161,13 @@ except Exception as e: print("(%s) TUN counters unavailable: %s" % (sys.argv[1],
 done
 
 echo
-echo "Tunnel throughput, client -> server, ${T}s per test, $(nproc) cores, $(date -u +%F)"
+echo "Tunnel throughput, $DIR, ${T}s per test, $(nproc) cores, $(date -u +%F)"
 printf '%-28s %8s %8s %8s | %7s %7s %7s | %9s %9s %9s\n' server tcp1 tcp4 udp r_tcp1 r_tcp4 r_udp cpu/GB1 cpu/GB4 cpu/GBudp
-for m in a b c d e f m; do
+for m in a b c d e f m t; do
   [[ $ROWS == *" $m "* ]] || continue
   case $m in a) name="(a) stock openvpn 2.6";; b) name="(b) ovpnas";; c) name="(c) ovpnas offload";;
     d) name="(d) ovpnas client+offload";; e) name="(e) ovpnas client-dco+offld";; f) name="(f) offload, no TUN GRO";;
-    m) name="(m) offload, rx mod ${RXMOD}us";; esac
+    m) name="(m) offload, rx mod ${RXMOD}us";; t) name="(t) offload, no TUN TSO";; esac
   r=(); for t in tcp1 tcp4 udp; do
     base=${RES[a/$t]:-0}; v=${RES[$m/$t]:-0}
     r+=("$(awk -v v="$v" -v b="$base" 'BEGIN{ if (b>0) printf "%.2fx", v/b; else print "n/a"}')")
@@ -163,8 +175,8 @@ for m in a b c d e f m; do
   printf '%-28s %8s %8s %8s | %7s %7s %7s | %9s %9s %9s\n' "$name" "${RES[$m/tcp1]:-n/a}" "${RES[$m/tcp4]:-n/a}" "${RES[$m/udp]:-n/a}" \
     "${r[0]}" "${r[1]}" "${r[2]}" "${CPU[$m/tcp1]:-n/a}" "${CPU[$m/tcp4]:-n/a}" "${CPU[$m/udp]:-n/a}"
 done
-echo "(Mbit/s received by the iperf3 server; r_* = ratio to (a); cpu/GB = server CPU seconds per GB moved)"
-for m in a b c d e f m; do
+echo "(Mbit/s received by the iperf3 receiver; r_* = ratio to (a); cpu/GB = server CPU seconds per GB moved)"
+for m in a b c d e f m t; do
   [[ $ROWS == *" $m "* ]] || continue
   echo "($m) server context switches per MB: tcp1 ${CSW[$m/tcp1]:-n/a}, tcp4 ${CSW[$m/tcp4]:-n/a}, udp ${CSW[$m/udp]:-n/a}"
 done

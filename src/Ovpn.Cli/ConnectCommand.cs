@@ -288,7 +288,7 @@ public static class ConnectCommand
 
         public IDataPlane Engine => _dp;
 
-        public string Description => $"{_dp.EngineName} (userspace, {_queues} TUN queues, {_dp.CipherImplementation})";
+        public string Description => $"{_dp.EngineName} (userspace, {_queues} TUN queues, {_dp.CipherImplementation}, {_dp.TunSegmentationDescription})";
 
         public string Reason { get; }
 

@@ -276,7 +276,7 @@ public sealed partial class ServerHost : IAsyncDisposable
         var offloadPath = new DataPath("offload", _offload, slices[0], isOffload: true, tunName);
         _paths = new OffloadSelector(offloadPath, fallback);
         OffloadActive = true;
-        OffloadStatus = $"active: {_offload.EngineName} {_offload.EngineVersion} (userspace, {_offload.WorkerCount} threads, cipher {_offload.CipherImplementation}, tun coalescing {_offload.TunCoalescingDescription}); kernel module not used: {kernelWhy}";
+        OffloadStatus = $"active: {_offload.EngineName} {_offload.EngineVersion} (userspace, {_offload.WorkerCount} threads, cipher {_offload.CipherImplementation}, tun coalescing {_offload.TunCoalescingDescription}, {_offload.TunSegmentationDescription}); kernel module not used: {kernelWhy}";
     }
 
     private ITunDevice CreateLinuxTun(string name, IpPool slice)

@@ -141,8 +141,12 @@ public sealed class OffloadClientTests
     {
         await using var rig = await OwnServerRig.StartAsync(tcp, "", ServerOffload);
         Assert.Contains(rig.Server!.Lines, l => l.Contains("data channel offload: active: ovpnas-offload", StringComparison.Ordinal));
+        // Read-side TSO on both ends (TUN TSO is in every kernel this runs on): the server's download
+        // and the client's upload read TCP super-packets and segment them (TcpSegmenter).
+        Assert.Contains(rig.Server!.Lines, l => l.Contains("data channel offload: active:", StringComparison.Ordinal) && l.Contains("tun tso on", StringComparison.Ordinal));
         string line = await rig.ConnectAsync("userspace");
         Assert.Contains("data channel offload: ovpnas-offload (userspace, 2 TUN queues", line, StringComparison.Ordinal);
+        Assert.Contains("tun tso on", line, StringComparison.Ordinal);
         Assert.Contains("--dco userspace", line, StringComparison.Ordinal);
         Assert.Equal(!tcp, rig.Client!.Lines.Any(l => l.Contains("UDP socket handed over", StringComparison.Ordinal)));
         // The server carries this client in its offload engine too.
@@ -152,6 +156,9 @@ public sealed class OffloadClientTests
         Assert.True(ping.Loss == 0, $"loss {ping.Loss}\n{rig.Logs()}");
         var up = await TrafficCheck.TransferAsync(rig.Cli, rig.Srv, OwnServerRig.Gateway, 50L << 20, TimeSpan.FromSeconds(180));
         Assert.Equal(50L << 20, up.Bytes);
+        // Download through the server's TSO reader: the receiver checks length and SHA-256.
+        var down = await TrafficCheck.TransferAsync(rig.Srv, rig.Cli, IPAddress.Parse(ClientVpnAddress(rig)), 20L << 20, TimeSpan.FromSeconds(120), seed: 9);
+        Assert.Equal(20L << 20, down.Bytes);
 
         // The status file is rewritten once a second: wait (bounded) until it covers the transfer.
         var st = rig.Status();

@@ -93,6 +93,17 @@ public sealed record OffloadOptions
     /// always chained (up to 4 receive calls) since more datagrams are likely queued.
     /// </summary>
     public int TunCoalesceLinger { get; init; }
+
+    /// <summary>
+    /// Segmentation offload on the TUN read side: the platform opens vnet TUN queues with
+    /// TUNSETOFFLOAD(TSO4|TSO6|CSUM), so one read returns a TCP super-packet of up to 64 KiB, which
+    /// <see cref="TcpSegmenter"/> splits into MSS-sized packets that are sealed into the same
+    /// per-peer send batch (one UDP GSO sendmmsg entry) instead of one read() per packet. The
+    /// engine uses frame reads whenever a queue says <see cref="IVnetTunDevice.ReadsTcpGso"/>;
+    /// this option tells the platform whether to ask the kernel for it (false with a queue that
+    /// already reads TSO frames is refused at construction: plain reads would lose them).
+    /// </summary>
+    public bool TunSegmentationOffload { get; init; } = true;
 }
 
 /// <summary>
@@ -162,6 +173,10 @@ public sealed class OffloadDataPlane : IDataPlane, ILinkPacketSink
     private bool _started;
     private long _tunPackets, _tunBytes;
     private long _tunGsoFrames, _tunGsoSegments;
+    private long _tunTsoFrames, _tunTsoSegments;
+
+    /// <summary>A TUN frame buffer: the largest IP packet (64 KiB) plus the virtio_net_hdr.</summary>
+    private const int MaxTunFrame = 65536 + VirtioNetHeader.Length;
 
     public OffloadDataPlane(IReadOnlyList<IBatchDatagramSocket> udpSockets, IReadOnlyList<ITunDevice> tunQueues,
         IDataPlaneEvents events, OffloadOptions? options = null, TimeProvider? time = null)
@@ -175,6 +190,11 @@ public sealed class OffloadDataPlane : IDataPlane, ILinkPacketSink
         if (tunQueues.Count == 0)
         {
             throw new ArgumentException("at least one TUN queue is needed", nameof(tunQueues));
+        }
+
+        if (!_o.TunSegmentationOffload && tunQueues.Any(q => q is IVnetTunDevice { ReadsTcpGso: true }))
+        {
+            throw new ArgumentException("a TUN queue reads TCP super-packets but TunSegmentationOffload is off", nameof(options));
         }
 
         _sockets = [.. udpSockets];
@@ -238,6 +258,21 @@ public sealed class OffloadDataPlane : IDataPlane, ILinkPacketSink
         TunUdpCoalescing ? "tcp+udp" :
         !_o.TunCoalesceUdp ? "tcp only, udp per packet: turned off" :
         $"tcp only, udp per packet: {((IVnetTunDevice)_tunQueues[0]).UdpGsoUnsupportedReason}";
+
+    /// <summary>Whether the TUN readers read TCP super-packets and segment them (<see cref="OffloadOptions.TunSegmentationOffload"/>).</summary>
+    public bool TunSegmentation => _tunQueues[0] is IVnetTunDevice { ReadsTcpGso: true };
+
+    /// <summary>For status/logs: "tun tso on" or "tun tso off: why".</summary>
+    public string TunSegmentationDescription =>
+        TunSegmentation ? "tun tso on" :
+        !_o.TunSegmentationOffload ? "tun tso off: turned off" :
+        _tunQueues[0] is IVnetTunDevice v ? $"tun tso off: {v.TcpGsoReadUnsupportedReason}" :
+        "tun tso off: TUN has no vnet header";
+
+    /// <summary>TCP super-packets read from TUN and split, and the segments they yielded.</summary>
+    public long TunTsoFramesRead => Interlocked.Read(ref _tunTsoFrames);
+
+    public long TunTsoSegmentsRead => Interlocked.Read(ref _tunTsoSegments);
 
     /// <summary>GSO super-packets (TCP and UDP) written to TUN, and the segments they carried (updated per batch).</summary>
     public long TunGsoFramesWritten => Interlocked.Read(ref _tunGsoFrames);
@@ -751,6 +786,12 @@ public sealed class OffloadDataPlane : IDataPlane, ILinkPacketSink
     private void RunTunReader(int queueIndex)
     {
         var tun = _tunQueues[queueIndex];
+        if (tun is IVnetTunDevice { ReadsTcpGso: true } vnet)
+        {
+            RunTunFrameReader(queueIndex, vnet);
+            return;
+        }
+
         var ctx = new Worker(this, queueIndex, withQueue: false);
         // Inline mode with a TUN that can report "empty": packets already queued are sealed into one
         // send batch (under their peer's send-order lock) that goes out when the queue runs dry, the
@@ -880,6 +921,166 @@ public sealed class OffloadDataPlane : IDataPlane, ILinkPacketSink
             // Never leave a peer's send-order lock held or sealed packets unsent.
             ctx.EndSealBatch();
         }
+    }
+
+    /// <summary>
+    /// TUN reader stage for queues that deliver TCP super-packets (read-side TSO): one read() returns
+    /// a frame (virtio_net_hdr + up to 64 KiB), <see cref="TcpSegmenter"/> splits it into pooled
+    /// buffers at <see cref="PacketBuffer.Headroom"/>, and all its segments are sealed into the
+    /// peer's current send batch (packet-ids in order under the peer's send-order lock), so they
+    /// leave in one sendmmsg as one UDP GSO run. Frames already queued are drained into the same
+    /// batch as in <see cref="RunTunReader"/>; the batch is flushed when the queue runs dry, the
+    /// peer changes or BatchSize segments are reached (checked between frames: a frame is never
+    /// split across flushes unless buffers run out). The frame is copied once more than a plain
+    /// read (into the segment buffers); the saving is the syscalls and kernel segmentation.
+    /// </summary>
+    private void RunTunFrameReader(int queueIndex, IVnetTunDevice tun)
+    {
+        var ctx = new Worker(this, queueIndex, withQueue: false);
+        // One frame buffer per reader thread, allocated once (pinned: read() takes its address).
+        var frameBuffer = GC.AllocateUninitializedArray<byte>(MaxTunFrame, pinned: true);
+        int capacity = _o.BufferSize - PacketBuffer.Headroom;
+        int batched = 0;
+        try
+        {
+            while (!_stopping)
+            {
+                int n;
+                try
+                {
+                    n = batched > 0 ? tun.TryReadFrame(frameBuffer) : -1;
+                    if (n < 0)
+                    {
+                        if (batched > 0)
+                        {
+                            ctx.EndSealBatch();
+                            batched = 0;
+                        }
+
+                        n = tun.ReadFrame(frameBuffer);
+                    }
+                }
+                catch (Exception e) when (_stopping || e is ObjectDisposedException)
+                {
+                    return;
+                }
+
+                if (n <= 0)
+                {
+                    if (n < 0 || _stopping)
+                    {
+                        return;
+                    }
+
+                    continue;
+                }
+
+                var frame = frameBuffer.AsSpan(0, n);
+                if (!TcpSegmenter.TryPlan(frame, out var plan, out _))
+                {
+                    CountGlobal(OffloadDropReason.TunFrameRefused);
+                    continue;
+                }
+
+                if (plan.MaxSegmentLength > capacity)
+                {
+                    CountGlobal(OffloadDropReason.TooBig);
+                    continue;
+                }
+
+                var peer = RouteTunPacket(frame.Slice(VirtioNetHeader.Length, plan.PacketLength));
+                if (peer is null)
+                {
+                    continue;
+                }
+
+                if (plan.IsSegmented)
+                {
+                    Interlocked.Increment(ref _tunTsoFrames);
+                    Interlocked.Add(ref _tunTsoSegments, plan.Count);
+                }
+
+                for (int i = 0; i < plan.Count; i++)
+                {
+                    var b = _pool.Rent();
+                    if (b is null)
+                    {
+                        if (batched > 0)
+                        {
+                            ctx.EndSealBatch();
+                            batched = 0;
+                        }
+
+                        b = RentWaiting();
+                        if (b is null)
+                        {
+                            return;
+                        }
+                    }
+
+                    b.Offset = PacketBuffer.Headroom;
+                    b.Length = TcpSegmenter.WriteSegment(in plan, frame, i, b.Array.AsSpan(PacketBuffer.Headroom, capacity));
+                    b.VpnPayload = true;
+                    b.Peer = peer;
+                    b.Work = PacketWork.Seal;
+                    if (_o.Inline)
+                    {
+                        ctx.SealBatched(b);
+                        batched++;
+                        continue;
+                    }
+
+                    var spin = new SpinWait();
+                    while (!peer.TxWorker!.Queue!.TryEnqueue(b))
+                    {
+                        if (_stopping)
+                        {
+                            _pool.Return(b);
+                            return;
+                        }
+
+                        spin.SpinOnce(sleep1Threshold: 20);
+                    }
+                }
+
+                if (batched >= _o.BatchSize)
+                {
+                    ctx.EndSealBatch();
+                    batched = 0;
+                }
+            }
+        }
+        finally
+        {
+            // Never leave a peer's send-order lock held or sealed packets unsent.
+            ctx.EndSealBatch();
+        }
+    }
+
+    /// <summary>The peer an IP packet read from TUN goes to (same rules as <see cref="RunTunReader"/>);
+    /// null after counting the drop.</summary>
+    private Peer? RouteTunPacket(ReadOnlySpan<byte> pkt)
+    {
+        Peer? peer;
+        if (_o.ClientMode)
+        {
+            peer = _clientPeer;
+            if (peer is null || pkt.Length < MinIpPacket || (pkt[0] >> 4) is not (4 or 6))
+            {
+                CountGlobal(peer is null ? OffloadDropReason.NoRoute : OffloadDropReason.Malformed);
+                return null;
+            }
+
+            return peer;
+        }
+
+        if (pkt.Length < MinIpPacket || (pkt[0] >> 4) != 4 || !_routesV4.TryGetValue(BinaryPrimitives.ReadUInt32BigEndian(pkt[16..]), out peer))
+        {
+            CountGlobal(OffloadDropReason.NoRoute);
+            return null;
+        }
+
+        return peer;
     }
 
     /// <summary>Rents a buffer, waiting while all are in flight; null once stopping.</summary>

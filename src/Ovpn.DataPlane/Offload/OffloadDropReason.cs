@@ -20,4 +20,7 @@ public enum OffloadDropReason
     QueueFull,
     SendFailed,
     PeerGone,
+
+    /// <summary>A frame read from a TSO-enabled TUN that <see cref="TcpSegmenter"/> refused (see <see cref="TunFrameError"/>).</summary>
+    TunFrameRefused,
 }

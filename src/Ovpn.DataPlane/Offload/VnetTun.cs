@@ -25,6 +25,23 @@ public interface IVnetTunDevice : ITunDevice, IVnetFrameSink
 
     /// <summary>Why <see cref="AcceptsUdpGso"/> is false, for the engine's status/log line.</summary>
     string? UdpGsoUnsupportedReason => "not supported by this TUN implementation";
+
+    /// <summary>Whether the kernel hands this queue TCP super-packets on read (TUNSETOFFLOAD with
+    /// TUN_F_CSUM|TUN_F_TSO4|TUN_F_TSO6|TUN_F_TSO_ECN accepted). Then reads must go through
+    /// <see cref="ReadFrame"/>/<see cref="TryReadFrame"/> and <see cref="TcpSegmenter"/>: the plain
+    /// <see cref="ITunDevice.Read"/> cannot return a super-packet.</summary>
+    bool ReadsTcpGso => false;
+
+    /// <summary>Why <see cref="ReadsTcpGso"/> is false (not asked for, kernel refused), for the status line.</summary>
+    string? TcpGsoReadUnsupportedReason => "not supported by this TUN implementation";
+
+    /// <summary>Blocks until one frame (virtio_net_hdr + IP packet, up to 64 KiB with TSO) is
+    /// queued and copies it into <paramref name="frame"/>; returns its length. Throws
+    /// ObjectDisposedException once the queue is closed.</summary>
+    int ReadFrame(Span<byte> frame) => throw new NotSupportedException("This TUN implementation cannot read vnet frames.");
+
+    /// <summary>Like <see cref="ReadFrame"/> but never blocks: -1 when no frame is queued.</summary>
+    int TryReadFrame(Span<byte> frame) => throw new NotSupportedException("This TUN implementation cannot read vnet frames.");
 }
 
 /// <summary>

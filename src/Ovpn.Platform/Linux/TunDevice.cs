@@ -29,12 +29,18 @@ namespace Ovpn.Platform.Linux;
 /// With <c>vnetHeader: true</c> (IFF_VNET_HDR) every packet on the fd is preceded by a 10-byte
 /// <c>struct virtio_net_hdr</c>: <see cref="Read"/> and <see cref="Write"/> still move plain IP
 /// packets (readv/writev with a separate header), and <see cref="WriteFrame"/> writes a frame
-/// with a caller-built header (GSO super-packets from the offload engine's coalescer). No
-/// offload stays enabled (TUNSETOFFLOAD ends at 0), so the kernel never hands us GSO packets or
-/// partial checksums on read. The write direction needs no offload flags (the kernel accepts any
+/// with a caller-built header (GSO super-packets from the offload engine's coalescer). By default
+/// no offload stays enabled (TUNSETOFFLOAD ends at 0), so the kernel never hands us GSO packets or
+/// partial checksums on read (tcpOffload below changes that). The write direction needs no offload flags (the kernel accepts any
 /// GSO type it knows in a written virtio_net_hdr); whether it knows UDP segmentation
 /// (VIRTIO_NET_HDR_GSO_UDP_L4, kernel 6.2+) is probed once at open: TUNSETOFFLOAD with
 /// TUN_F_CSUM|TUN_F_USO4|TUN_F_USO6, then TUNSETOFFLOAD 0 again (<see cref="SupportsUdpGso"/>).
+/// With <c>tcpOffload: true</c> the open then enables TUN_F_CSUM|TUN_F_TSO4|TUN_F_TSO6|TUN_F_TSO_ECN
+/// (<see cref="ReadsTcpGso"/>): the kernel no longer segments TCP before the TUN, so one read may
+/// return a 64 KiB super-packet with partial checksums. Such a device must be read with
+/// <see cref="ReadFrame"/>/<see cref="TryReadFrame"/> (header included) and segmented by the caller
+/// (the offload engine's TcpSegmenter); the plain <see cref="Read"/> skips GSO frames. USO is never
+/// enabled on read (nothing here segments UDP).
 /// </summary>
 public sealed unsafe class TunDevice : IDisposable
 {
@@ -46,6 +52,9 @@ public sealed unsafe class TunDevice : IDisposable
     private const short IFF_VNET_HDR = 0x4000;
     private const nuint TUNSETOFFLOAD = 0x400454d0; // _IOW('T', 208, unsigned int)
     private const uint TUN_F_CSUM = 0x01;
+    private const uint TUN_F_TSO4 = 0x02;
+    private const uint TUN_F_TSO6 = 0x04;
+    private const uint TUN_F_TSO_ECN = 0x08;
     private const uint TUN_F_USO4 = 0x20;
     private const uint TUN_F_USO6 = 0x40;
     private const int VnetHeaderLength = 10; // sizeof(struct virtio_net_hdr), the default TUNSETVNETHDRSZ
@@ -58,11 +67,13 @@ public sealed unsafe class TunDevice : IDisposable
     private readonly RtNetlink _netlink;
     private readonly bool _multiQueue;
     private readonly bool _vnet;
+    private readonly bool _tcpOffload;
     private int _inFlight;
     private int _disposed;
 
-    private TunDevice(SafeFd fd, SafeFd wake, RtNetlink netlink, string name, int index, bool multiQueue, bool vnet)
+    private TunDevice(SafeFd fd, SafeFd wake, RtNetlink netlink, string name, int index, bool multiQueue, bool vnet, bool tcpOffload)
     {
+        _tcpOffload = tcpOffload;
         _vnet = vnet;
         _fd = fd;
         _wake = wake;
@@ -94,6 +105,13 @@ public sealed unsafe class TunDevice : IDisposable
     /// <summary>Why <see cref="SupportsUdpGso"/> is false (errno text of the probe), or null.</summary>
     public string? UdpGsoUnsupportedReason { get; private init; }
 
+    /// <summary>The kernel accepted TUNSETOFFLOAD(TUN_F_CSUM|TUN_F_TSO4|TUN_F_TSO6|TUN_F_TSO_ECN)
+    /// (asked for with <c>tcpOffload: true</c>): reads may return TCP super-packets.</summary>
+    public bool ReadsTcpGso { get; private init; }
+
+    /// <summary>Why <see cref="ReadsTcpGso"/> is false, or null.</summary>
+    public string? TcpGsoReadUnsupportedReason { get; private init; }
+
     /// <summary>Current MTU, read from the kernel on every access.</summary>
     public int Mtu
     {
@@ -108,13 +126,16 @@ public sealed unsafe class TunDevice : IDisposable
     /// Creates (or attaches to) TUN device <paramref name="name"/> in the calling thread's network
     /// namespace. The device is not persistent: it goes away when the last fd is closed.
     /// </summary>
-    public static TunDevice Create(string name, bool multiQueue = false, bool vnetHeader = false)
+    /// <param name="tcpOffload">Vnet devices only: enable TSO on read (<see cref="ReadsTcpGso"/>).</param>
+    public static TunDevice Create(string name, bool multiQueue = false, bool vnetHeader = false, bool tcpOffload = false)
     {
         ValidateName(name);
+        if (tcpOffload && !vnetHeader)
+            throw new ArgumentException("TCP segmentation offload on read needs vnetHeader: true.", nameof(tcpOffload));
         var netlink = new RtNetlink();
         try
         {
-            return Open(name, multiQueue, vnetHeader, netlink);
+            return Open(name, multiQueue, vnetHeader, tcpOffload, netlink);
         }
         catch
         {
@@ -139,7 +160,8 @@ public sealed unsafe class TunDevice : IDisposable
             // Open from the device's namespace: otherwise TUNSETIFF would look the name up in the
             // caller's namespace and silently create a second, unrelated device there.
             // IFF_VNET_HDR is a device-wide flag that the last TUNSETIFF sets: every queue repeats it.
-            return _netlink.RunInNamespace(() => Open(Name, multiQueue: true, _vnet, _netlink));
+            // Offload flags are device-wide too: every queue's open ends with the same TUNSETOFFLOAD.
+            return _netlink.RunInNamespace(() => Open(Name, multiQueue: true, _vnet, _tcpOffload, _netlink));
         }
         catch
         {
@@ -160,7 +182,15 @@ public sealed unsafe class TunDevice : IDisposable
         return reason;
     }
 
-    private static TunDevice Open(string name, bool multiQueue, bool vnet, RtNetlink netlink)
+    /// <summary>Enables TSO (and checksum offload) on read; null = accepted, else why not (offloads stay 0).</summary>
+    private static string? EnableTcpOffload(int fd)
+    {
+        if (Libc.Ioctl(fd, TUNSETOFFLOAD, (void*)(nuint)(TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN)) != 0)
+            return $"TUNSETOFFLOAD(TUN_F_TSO4|TUN_F_TSO6) refused: errno {Marshal.GetLastPInvokeError()}";
+        return null;
+    }
+
+    private static TunDevice Open(string name, bool multiQueue, bool vnet, bool tcpOffload, RtNetlink netlink)
     {
         int fd = Libc.Open(CloneDevice, Libc.O_RDWR | Libc.O_NONBLOCK | Libc.O_CLOEXEC);
         if (fd < 0)
@@ -184,10 +214,13 @@ public sealed unsafe class TunDevice : IDisposable
             wake = new SafeFd(efd);
             var (index, _) = netlink.GetLink(actual);
             string? usoRefused = vnet ? ProbeUdpGso(fd) : "no vnet header";
-            return new TunDevice(safeFd, wake, netlink, actual, index, multiQueue, vnet)
+            string? tsoRefused = !vnet ? "no vnet header" : !tcpOffload ? "not asked for" : EnableTcpOffload(fd);
+            return new TunDevice(safeFd, wake, netlink, actual, index, multiQueue, vnet, tcpOffload)
             {
                 SupportsUdpGso = usoRefused is null,
                 UdpGsoUnsupportedReason = usoRefused,
+                ReadsTcpGso = tsoRefused is null,
+                TcpGsoReadUnsupportedReason = tsoRefused,
             };
         }
         catch
@@ -396,6 +429,76 @@ public sealed unsafe class TunDevice : IDisposable
         finally
         {
             Leave();
+        }
+    }
+
+    /// <summary>
+    /// Vnet devices: blocks until one frame is queued and copies the 10-byte virtio_net_hdr plus
+    /// the IP packet into <paramref name="frame"/> (truncated if smaller; give 64 KiB + 10 when
+    /// <see cref="ReadsTcpGso"/>). <paramref name="pollFirst"/>: wait before the first read (the
+    /// caller just saw the queue empty), as <see cref="ReadPollFirst"/>.
+    /// </summary>
+    public int ReadFrame(Span<byte> frame, bool pollFirst = false)
+    {
+        CheckFrameBuffer(frame);
+        Enter();
+        try
+        {
+            bool wait = pollFirst;
+            while (true)
+            {
+                if (wait && !WaitFd(Libc.POLLIN, -1))
+                    continue;
+                int n = ReadFrameOnce(frame);
+                if (n >= 0)
+                    return n;
+                wait = true;
+            }
+        }
+        finally
+        {
+            Leave();
+        }
+    }
+
+    /// <summary>Vnet devices: reads one queued frame (header included) without waiting; -1 when none is queued.</summary>
+    public int TryReadFrame(Span<byte> frame)
+    {
+        CheckFrameBuffer(frame);
+        Enter();
+        try
+        {
+            return ReadFrameOnce(frame);
+        }
+        finally
+        {
+            Leave();
+        }
+    }
+
+    private void CheckFrameBuffer(Span<byte> frame)
+    {
+        if (!_vnet)
+            throw new InvalidOperationException($"TUN device {Name} was not opened with vnetHeader: true.");
+        if (frame.Length <= VnetHeaderLength)
+            throw new ArgumentException("Frame buffer shorter than a virtio_net_hdr plus one byte.", nameof(frame));
+    }
+
+    private int ReadFrameOnce(Span<byte> frame)
+    {
+        while (true)
+        {
+            nint n;
+            fixed (byte* p = frame)
+                n = Libc.Read(_fd.Fd, p, (nuint)frame.Length);
+            if (n >= 0)
+                return (int)n;
+            int errno = Marshal.GetLastPInvokeError();
+            if (errno == Libc.EINTR)
+                continue;
+            if (errno == Libc.EAGAIN)
+                return -1;
+            throw PlatformException.FromErrno($"read({Name})", errno);
         }
     }
 

@@ -15,10 +15,13 @@ public static class MultiQueueTun
 {
     /// <summary>Creates <paramref name="name"/> with <paramref name="queues"/> queues; <paramref name="configure"/>
     /// (MTU, address, up) runs once on the first queue. The returned queues are owned by the caller.</summary>
-    public static IReadOnlyList<ITunDevice> Open(string name, int queues, Action<TunDevice>? configure = null, bool vnetHeader = false)
+    /// <param name="tcpOffload">With <paramref name="vnetHeader"/>: ask the kernel for TCP super-packets
+    /// on read (<see cref="IVnetTunDevice.ReadsTcpGso"/>; the engine segments them itself).</param>
+    public static IReadOnlyList<ITunDevice> Open(string name, int queues, Action<TunDevice>? configure = null, bool vnetHeader = false,
+        bool tcpOffload = false)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(queues, 1);
-        var first = TunDevice.Create(name, multiQueue: true, vnetHeader: vnetHeader);
+        var first = TunDevice.Create(name, multiQueue: true, vnetHeader: vnetHeader, tcpOffload: tcpOffload && vnetHeader);
         var list = new List<ITunDevice> { Wrap(first) };
         try
         {
@@ -51,7 +54,7 @@ public static class MultiQueueTun
     /// </summary>
     private class Queue(TunDevice tun) : ITunDevice, ITunTryRead
     {
-        private bool _sawEmpty;
+        protected bool SawEmpty { get; set; }
 
         protected TunDevice Tun => tun;
 
@@ -59,9 +62,9 @@ public static class MultiQueueTun
 
         public int Read(Span<byte> buffer)
         {
-            if (_sawEmpty)
+            if (SawEmpty)
             {
-                _sawEmpty = false;
+                SawEmpty = false;
                 return tun.ReadPollFirst(buffer);
             }
 
@@ -71,7 +74,7 @@ public static class MultiQueueTun
         public int TryRead(Span<byte> buffer)
         {
             int n = tun.TryRead(buffer);
-            _sawEmpty = n < 0;
+            SawEmpty = n < 0;
             return n;
         }
 
@@ -88,5 +91,23 @@ public static class MultiQueueTun
         public bool AcceptsUdpGso => Tun.SupportsUdpGso;
 
         public string? UdpGsoUnsupportedReason => Tun.UdpGsoUnsupportedReason;
+
+        public bool ReadsTcpGso => Tun.ReadsTcpGso;
+
+        public string? TcpGsoReadUnsupportedReason => Tun.TcpGsoReadUnsupportedReason;
+
+        public int ReadFrame(Span<byte> frame)
+        {
+            bool pollFirst = SawEmpty;
+            SawEmpty = false;
+            return Tun.ReadFrame(frame, pollFirst);
+        }
+
+        public int TryReadFrame(Span<byte> frame)
+        {
+            int n = Tun.TryReadFrame(frame);
+            SawEmpty = n < 0;
+            return n;
+        }
     }
 }

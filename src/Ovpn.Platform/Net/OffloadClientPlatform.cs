@@ -10,7 +10,7 @@ namespace Ovpn.Platform.Net;
 /// Wires <see cref="OffloadDataPlane"/> in client mode (<see cref="OffloadOptions.ClientMode"/>) to
 /// the Linux platform for `ovpnas connect`: the client's own UDP socket read with recvmmsg (none on
 /// TCP: the client's TCP reader feeds <see cref="OffloadDataPlane.OnLinkPacket"/>), a multi-queue TUN
-/// with one reader per queue (IFF_VNET_HDR + TCP coalescing on write unless OVPN_TUN_COALESCE=0), OpenSSL EVP for the AEAD when libcrypto loads (else the BCL codec).
+/// with one reader per queue (IFF_VNET_HDR + TCP coalescing on write unless OVPN_TUN_COALESCE=0, read-side TSO unless OVPN_TUN_TSO=0), OpenSSL EVP for the AEAD when libcrypto loads (else the BCL codec).
 /// </summary>
 public static class OffloadClientPlatform
 {
@@ -31,6 +31,8 @@ public static class OffloadClientPlatform
         // Userspace GRO into the TUN (TcpCoalescer) helps the client's download direction exactly as it
         // helps the server's upload direction; OVPN_TUN_COALESCE=0 turns it off here too.
         bool coalesce = OffloadPlatform.CoalesceFromEnvironment();
+        // Read-side TSO speeds up the client's upload as it does the server's download (OVPN_TUN_TSO=0: off).
+        bool tso = coalesce && OffloadPlatform.TsoFromEnvironment();
         try
         {
             var options = new OffloadOptions
@@ -44,8 +46,9 @@ public static class OffloadClientPlatform
                 OwnsTunQueues = true,
                 OwnsDatagramSockets = true,
                 TunCoalesce = coalesce,
+                TunSegmentationOffload = tso,
             };
-            return new OffloadDataPlane(sockets, MultiQueueTun.Open(tunName, queues, configureTun, vnetHeader: coalesce), events, options);
+            return new OffloadDataPlane(sockets, MultiQueueTun.Open(tunName, queues, configureTun, vnetHeader: coalesce, tcpOffload: tso), events, options);
         }
         catch
         {

@@ -14,7 +14,8 @@ namespace Ovpn.Platform.Net;
 /// the engine coalesces TCP segments and (when the kernel accepts UDP GSO frames) UDP datagrams
 /// before writing them (userspace GRO, <see cref="TunCoalescer"/>) unless the caller says otherwise
 /// or the environment has <c>OVPN_TUN_COALESCE=0</c> (all off) or <c>OVPN_TUN_UDP_GRO=0</c> (UDP
-/// off), for benchmark comparisons.
+/// off), for benchmark comparisons. The vnet TUN also reads TCP super-packets (read-side TSO,
+/// <see cref="OffloadOptions.TunSegmentationOffload"/>) unless <c>OVPN_TUN_TSO=0</c>.
 /// </summary>
 public static class OffloadPlatform
 {
@@ -28,10 +29,13 @@ public static class OffloadPlatform
     /// (the server passes one that reuses its session's link, e.g. SessionManager.FindUdpLink).</param>
     public static OffloadDataPlane Create(IReadOnlyList<Socket> udpSockets, string tunName, Action<TunDevice> configureTun,
         IDataPlaneEvents events, Func<IBatchDatagramSocket, SocketAddress, ILinkTransport>? udpLinkFactory = null,
-        int? workers = null, TimeProvider? time = null, UnhandledPacketHandler? unhandledData = null, bool? tunCoalesce = null)
+        int? workers = null, TimeProvider? time = null, UnhandledPacketHandler? unhandledData = null, bool? tunCoalesce = null,
+        bool? tunTso = null)
     {
         int n = workers ?? Environment.ProcessorCount;
         bool coalesce = tunCoalesce ?? CoalesceFromEnvironment();
+        // TSO on read needs the vnet header, which only the coalescing (vnet) TUN has.
+        bool tso = coalesce && (tunTso ?? TsoFromEnvironment());
         var batch = new IBatchDatagramSocket[udpSockets.Count];
         for (int i = 0; i < batch.Length; i++)
         {
@@ -49,8 +53,9 @@ public static class OffloadPlatform
             TunCoalesce = coalesce,
             TunCoalesceUdp = !IsOff(Environment.GetEnvironmentVariable(UdpCoalesceVariable)),
             TunCoalesceLinger = int.TryParse(Environment.GetEnvironmentVariable(LingerVariable), out int linger) ? Math.Clamp(linger, 0, 64) : DefaultLinger,
+            TunSegmentationOffload = tso,
         };
-        return new OffloadDataPlane(batch, MultiQueueTun.Open(tunName, n, configureTun, vnetHeader: coalesce), events, options, time);
+        return new OffloadDataPlane(batch, MultiQueueTun.Open(tunName, n, configureTun, vnetHeader: coalesce, tcpOffload: tso), events, options, time);
     }
 
     /// <summary>Name of the environment switch: "0" (or "false"/"off") turns TUN coalescing off.</summary>
@@ -81,6 +86,13 @@ public static class OffloadPlatform
     /// <summary>Name of the environment switch for UDP only: "0" (or "false"/"off") writes UDP
     /// datagrams one by one while TCP is still coalesced (bench/forward.sh's before-state row).</summary>
     public const string UdpCoalesceVariable = "OVPN_TUN_UDP_GRO";
+
+    /// <summary>Name of the environment switch: "0" (or "false"/"off") turns read-side TSO off (the
+    /// kernel segments TCP before the TUN and the engine reads one packet per read()).</summary>
+    public const string TsoVariable = "OVPN_TUN_TSO";
+
+    /// <summary>True unless <see cref="TsoVariable"/> says 0/false/off.</summary>
+    public static bool TsoFromEnvironment() => !IsOff(Environment.GetEnvironmentVariable(TsoVariable));
 
     /// <summary>True unless <see cref="CoalesceVariable"/> says 0/false/off.</summary>
     public static bool CoalesceFromEnvironment() => !IsOff(Environment.GetEnvironmentVariable(CoalesceVariable));
