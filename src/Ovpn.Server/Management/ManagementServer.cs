@@ -18,17 +18,21 @@ public sealed class ManagementServer : IAsyncDisposable
 {
     public const string SocketName = "ovpnas.sock";
     private const int MaxRequest = 64 * 1024;
-    private static readonly TimeSpan RequestTimeout = TimeSpan.FromSeconds(5);
+    /// <summary>How long a connection may take to send its request line.</summary>
+    public static readonly TimeSpan DefaultRequestTimeout = TimeSpan.FromSeconds(10);
+    private static readonly TimeSpan ReplyTimeout = TimeSpan.FromSeconds(10);
 
     private readonly IManagementTarget _target;
     private readonly Socket _listener;
     private readonly CancellationTokenSource _stop = new();
     private readonly Task _accept;
     private readonly uint _ownUid;
+    private readonly TimeSpan _requestTimeout;
 
-    private ManagementServer(IManagementTarget target, string path, Socket listener)
+    private ManagementServer(IManagementTarget target, string path, Socket listener, TimeSpan requestTimeout)
     {
         _target = target;
+        _requestTimeout = requestTimeout;
         SocketPath = path;
         _listener = listener;
         _ownUid = OwnUid();
@@ -40,7 +44,7 @@ public sealed class ManagementServer : IAsyncDisposable
     public static string PathFor(string dataDir) => Path.Combine(dataDir, SocketName);
 
     /// <summary>Binds the socket (replacing a stale one) and starts serving. Throws if another server answers on it.</summary>
-    public static ManagementServer Start(IManagementTarget target, string dataDir)
+    public static ManagementServer Start(IManagementTarget target, string dataDir, TimeSpan? requestTimeout = null)
     {
         var path = PathFor(dataDir);
         if (File.Exists(path))
@@ -73,7 +77,7 @@ public sealed class ManagementServer : IAsyncDisposable
         }
 
         Log.Info("mgmt", $"management socket {path}");
-        return new ManagementServer(target, path, s);
+        return new ManagementServer(target, path, s, requestTimeout ?? DefaultRequestTimeout);
     }
 
     private async Task AcceptLoopAsync()
@@ -101,8 +105,11 @@ public sealed class ManagementServer : IAsyncDisposable
     private async Task HandleAsync(Socket conn)
     {
         using var _ = conn;
+        // The timeout bounds the client's request (a peer that connects and never writes); the
+        // reply gets a fresh one below, so a slow command (a status that probes the kernel on a
+        // loaded machine) still answers instead of having its connection dropped unanswered.
         using var cts = CancellationTokenSource.CreateLinkedTokenSource(_stop.Token);
-        cts.CancelAfter(RequestTimeout);
+        cts.CancelAfter(_requestTimeout);
         JsonObject reply;
         Action? after = null;
         try
@@ -129,8 +136,10 @@ public sealed class ManagementServer : IAsyncDisposable
 
         try
         {
+            using var sendCts = CancellationTokenSource.CreateLinkedTokenSource(_stop.Token);
+            sendCts.CancelAfter(ReplyTimeout);
             var bytes = Encoding.UTF8.GetBytes(reply.ToJsonString() + "\n");
-            await conn.SendAsync(bytes, SocketFlags.None, cts.Token).ConfigureAwait(false);
+            await conn.SendAsync(bytes, SocketFlags.None, sendCts.Token).ConfigureAwait(false);
             conn.Shutdown(SocketShutdown.Both);
         }
         catch (Exception e) when (e is SocketException or OperationCanceledException or ObjectDisposedException)
@@ -297,6 +306,9 @@ public static class ManagementClient
             throw new ServerNotRunningException($"server not running: no management socket at {path}");
         }
 
+        // The request is ready before connecting: the server times out a connection whose request
+        // does not arrive, and building it can take a while on a cold, loaded runtime.
+        var req = Encoding.UTF8.GetBytes(new JsonObject { ["command"] = command }.ToJsonString() + "\n");
         using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct);
         cts.CancelAfter(timeout);
         using var s = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
@@ -309,8 +321,7 @@ public static class ManagementClient
             throw new ServerNotRunningException($"server not running: cannot connect to {path} ({e.SocketErrorCode})");
         }
 
-        var req = new JsonObject { ["command"] = command }.ToJsonString() + "\n";
-        await s.SendAsync(Encoding.UTF8.GetBytes(req), SocketFlags.None, cts.Token).ConfigureAwait(false);
+        await s.SendAsync(req, SocketFlags.None, cts.Token).ConfigureAwait(false);
         using var ms = new MemoryStream();
         var buf = new byte[16384];
         try

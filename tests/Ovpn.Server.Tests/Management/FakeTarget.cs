@@ -11,6 +11,7 @@ internal sealed class FakeTarget : IManagementTarget
     public int Reloads;
     public int Stops;
     public Exception? Throw;
+    public TimeSpan StatusDelay;
     public Action? OnStop;
     public ReloadResult NextReload = new(["host.name: used for new profiles"], [], ["vpn.server.tun_mtu"], 2);
 
@@ -18,6 +19,11 @@ internal sealed class FakeTarget : IManagementTarget
 
     public ServiceStatus GetStatus()
     {
+        if (StatusDelay > TimeSpan.Zero)
+        {
+            Thread.Sleep(StatusDelay);
+        }
+
         if (Throw is { } e)
         {
             throw e;

@@ -45,6 +45,40 @@ public class ManagementServerTests
     }
 
     [Fact]
+    public async Task ASlowCommandStillAnswersAfterTheRequestTimeout()
+    {
+        // The request timeout bounds reading the request only: a status that takes longer (a kernel
+        // probe on a loaded machine) must still be answered, not dropped with a connection reset.
+        using var dir = new TempDir();
+        var target = new FakeTarget { StatusDelay = TimeSpan.FromMilliseconds(1500) };
+        await using var server = ManagementServer.Start(target, dir.Path, requestTimeout: TimeSpan.FromMilliseconds(300));
+        var status = await ManagementClient.SendAsync(dir.Path, "status", T);
+        Assert.Equal("running", status.GetProperty("state").GetString());
+    }
+
+    [Fact]
+    public async Task AConnectionThatNeverSendsARequestIsClosed()
+    {
+        using var dir = new TempDir();
+        await using var server = ManagementServer.Start(new FakeTarget(), dir.Path, requestTimeout: TimeSpan.FromMilliseconds(300));
+        using var s = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        await s.ConnectAsync(new System.Net.Sockets.UnixDomainSocketEndPoint(server.SocketPath));
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+        int n;
+        try
+        {
+            n = await s.ReceiveAsync(new byte[64], SocketFlags.None, cts.Token);
+        }
+        catch (SocketException)
+        {
+            n = 0; // a reset is a close too
+        }
+
+        Assert.Equal(0, n);
+        Assert.False(cts.IsCancellationRequested);
+    }
+
+    [Fact]
     public async Task ReloadAndStopReachTheTarget()
     {
         using var dir = new TempDir();
