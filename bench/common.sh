@@ -6,6 +6,7 @@
 # SCALE_CLIENT_KEY=ec gives the simulated clients an ECDSA P-256 certificate (for both servers,
 # signed by each server's CA; the server certificates stay RSA-2048) so the generator's own
 # per-handshake CertificateVerify signature is cheap; default rsa (RSA-2048).
+# BENCH_SERVER_ENV="VAR=value ..." (space-separated) is added to the ovpnas server's environment.
 BENCH_NS_TAG=scb BENCH_NET=10.202.0
 # shellcheck source=bench/netns.sh
 source "$(cd "$(dirname "$0")" && pwd)/netns.sh"
@@ -86,6 +87,7 @@ start_ovpnas() {
   ovpnas profile scale --data-dir "$D" --out "$W/ovpnas.ovpn" >/dev/null
   [[ ${SCALE_CLIENT_KEY:-rsa} == ec ]] && ec_client_cert "$D" "$W/ovpnas.ovpn"
   grep -v '^remote ' "$W/ovpnas.ovpn" > "$W/ovpnas-udp.ovpn"; echo "remote $SRV_IP 1194 udp" >> "$W/ovpnas-udp.ovpn"
-  ip netns exec "$S" env OVPNAS_LOG_LEVEL=Warning OVPNAS_ADMIN=off dotnet "$OVPNAS" serve --data-dir "$D" >"$W/ovpnas-$2.log" 2>&1 & SPID=$!; PIDS+=("$SPID")
+  # shellcheck disable=SC2086  # BENCH_SERVER_ENV is a list of words
+  ip netns exec "$S" env OVPNAS_LOG_LEVEL=Warning OVPNAS_ADMIN=off ${BENCH_SERVER_ENV:-} dotnet "$OVPNAS" serve --data-dir "$D" >"$W/ovpnas-$2.log" 2>&1 & SPID=$!; PIDS+=("$SPID")
   sleep 4
 }

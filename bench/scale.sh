@@ -11,7 +11,10 @@
 # steady state without start-up); SCALE_SKIP_STOCK=1 leaves out the stock server run.
 # Server CPU per handshake is printed raw (whole connect phase, includes one-time start-up such as
 # .NET's JIT) and steady (after the first SCALE_WARMUP handshakes, default 200: what a
-# long-running server pays); the capacity ratio is given for both.
+# long-running server pays); the capacity ratio is given for both. SCALE_WINDOW=W also prints the
+# server CPU per handshake in consecutive windows of W handshakes (how long warm-up lasts).
+# BENCH_SERVER_ENV="VAR=value ..." adds environment variables to the ovpnas server (e.g. runtime
+# knobs such as DOTNET_TieredPGO=0, to compare against the built-in settings in one run).
 set -euo pipefail
 NS=("$@"); [ ${#NS[@]} -gt 0 ] || NS=(100 1000 5000)
 here=$(cd "$(dirname "$0")" && pwd)
@@ -21,9 +24,9 @@ source "$here/common.sh"
 declare -A OUT
 run_scale() { # label server-pid profile
   for n in "${NS[@]}"; do
-    line=$(ip netns exec "$C" dotnet "$BENCH" scale --profile "$3" --clients "$n" --concurrency 64 --server-pid "$2" --timeout 900 --warmup "${SCALE_WARMUP:-200}" | grep '^scale:' || echo "scale: failed")
-    echo "($1) $line"
-    OUT[$1/$n]=$line
+    line=$(ip netns exec "$C" dotnet "$BENCH" scale --profile "$3" --clients "$n" --concurrency 64 --server-pid "$2" --timeout 900 --warmup "${SCALE_WARMUP:-200}" --window "${SCALE_WINDOW:-0}" | grep '^scale' || echo "scale: failed")
+    echo "$line" | sed "s/^/($1) /"
+    OUT[$1/$n]=$(echo "$line" | grep '^scale:' || true)
   done
 }
 

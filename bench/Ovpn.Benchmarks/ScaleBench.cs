@@ -15,10 +15,13 @@ namespace Ovpn.Benchmarks;
 /// Scale benchmark: N simulated clients (our client-side protocol code, no TUN) connect to one
 /// server with the same profile; prints handshakes/s, time until all are connected, and the
 /// server's resident memory per connected idle peer (from /proc/PID/status of the server process).
-///   scale --profile P.ovpn --clients N [--concurrency C] [--server-pid PID] [--timeout S] [--warmup K]
+///   scale --profile P.ovpn --clients N [--concurrency C] [--server-pid PID] [--timeout S] [--warmup K] [--window W]
 /// Server CPU per handshake is reported twice: over the whole connect phase (raw, includes the
 /// server's one-time start-up cost such as .NET's JIT) and over the handshakes after the first K
 /// (steady state, what a long-running server pays per handshake; default K = 200, capped at N/2).
+/// With --window W (and --server-pid) it also prints the server CPU per handshake in consecutive
+/// windows of W handshakes (0-W, W-2W, ...: a "scale-windows:" line), which shows how long the
+/// server's warm-up (JIT tiering, GC heap growth, thread-pool ramp-up) lasts.
 /// Works against ovpnas and the stock openvpn server alike (both speak the same protocol).
 /// </summary>
 internal static class ScaleBench
@@ -26,7 +29,7 @@ internal static class ScaleBench
     public static async Task<int> RunAsync(string[] args)
     {
         string? profilePath = null;
-        int clients = 100, concurrency = 64, timeoutS = 600, warmup = 200, blastPackets = 0, blastSize = 1400, blastBurst = 32;
+        int clients = 100, concurrency = 64, timeoutS = 600, warmup = 200, window = 0, blastPackets = 0, blastSize = 1400, blastBurst = 32;
         int? serverPid = null;
         for (int i = 0; i + 1 < args.Length; i += 2)
         {
@@ -36,6 +39,7 @@ internal static class ScaleBench
                 case "--clients": clients = int.Parse(args[i + 1], CultureInfo.InvariantCulture); break;
                 case "--concurrency": concurrency = int.Parse(args[i + 1], CultureInfo.InvariantCulture); break;
                 case "--server-pid": serverPid = int.Parse(args[i + 1], CultureInfo.InvariantCulture); break;
+                case "--window": window = int.Parse(args[i + 1], CultureInfo.InvariantCulture); break;
                 case "--warmup": warmup = int.Parse(args[i + 1], CultureInfo.InvariantCulture); break;
                 case "--timeout": timeoutS = int.Parse(args[i + 1], CultureInfo.InvariantCulture); break;
                 case "--blast-packets": blastPackets = int.Parse(args[i + 1], CultureInfo.InvariantCulture); break;
@@ -79,6 +83,8 @@ internal static class ScaleBench
         warmup = Math.Clamp(warmup, 0, clients / 2);
         // Server CPU and wall time when the warmup-th client came up (written once, by that client's task).
         double cpuAtWarmup = cpuBefore, secondsAtWarmup = 0;
+        // Server CPU when the (k*window)-th client came up, k = 1.. (each slot written once, by that client's task).
+        var windowCpu = window > 0 && serverPid is not null ? new double[(clients / window) + 1] : [];
         var sw = Stopwatch.StartNew();
         var tasks = new List<Task>(clients);
         for (int i = 0; i < clients; i++)
@@ -97,10 +103,16 @@ internal static class ScaleBench
                 try
                 {
                     await path.Established.Task.WaitAsync(cts.Token).ConfigureAwait(false);
-                    if (Interlocked.Increment(ref established) == warmup && serverPid is { } cw)
+                    int count = Interlocked.Increment(ref established);
+                    if (count == warmup && serverPid is { } cw)
                     {
                         cpuAtWarmup = ReadCpuSeconds(cw);
                         secondsAtWarmup = sw.Elapsed.TotalSeconds;
+                    }
+
+                    if (windowCpu.Length > 0 && count % window == 0 && serverPid is { } cwin)
+                    {
+                        windowCpu[count / window] = ReadCpuSeconds(cwin);
                     }
 
                     live.Add((conn, sock, path));
@@ -133,6 +145,18 @@ internal static class ScaleBench
             $"server_rss_before_kb={rssBefore} server_rss_after_kb={rssAfter} kb_per_peer={(established > 0 ? (rssAfter - rssBefore) / (double)established : 0):F1} " +
             $"server_cpu_s={cpuSpent:F2} server_cpu_ms_per_hs={(established > 0 ? cpuSpent * 1000 / established : 0):F2} " +
             $"warmup={warmup} steady_handshakes_per_s={steadyRate:F1} steady_server_cpu_ms_per_hs={steadyCpuMs:F2}"));
+
+        if (windowCpu.Length > 0)
+        {
+            windowCpu[0] = cpuBefore;
+            var parts = new List<string>();
+            for (int k = 1; k < windowCpu.Length && k * window <= established; k++)
+            {
+                parts.Add(string.Create(CultureInfo.InvariantCulture, $"{(k - 1) * window}-{k * window}={(Volatile.Read(ref windowCpu[k]) - Volatile.Read(ref windowCpu[k - 1])) * 1000 / window:F2}"));
+            }
+
+            Console.WriteLine($"scale-windows: ms_per_hs {string.Join(' ', parts)}");
+        }
 
         if (blastPackets > 0)
         {

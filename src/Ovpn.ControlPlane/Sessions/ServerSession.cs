@@ -337,6 +337,8 @@ public sealed class ServerSession
     {
         var ssl = new SslStream(k.Stream, leaveInnerStreamOpen: false);
         k.Ssl = ssl;
+        // No TLS 1.3 session tickets: OpenVPN never resumes (see TlsSessionTickets).
+        k.Stream.BeforeRead = () => TlsSessionTickets.TryDisable(ssl) != TlsSessionTickets.Result.NotYet || ssl.IsAuthenticated;
         var opts = new SslServerAuthenticationOptions
         {
             ServerCertificateContext = _o.ServerCertificateContext,

@@ -8,6 +8,8 @@ namespace Ovpn.ControlPlane.Tls;
 /// layer (in msg-id order) through <see cref="Feed"/>, and what SslStream writes goes out through
 /// the callback, which queues it into the reliability layer. Reads complete asynchronously (the
 /// channel never runs continuations inline), so feeding never re-enters the session.
+/// <see cref="BeforeRead"/> is an optional hook SslStream's reads run first (while SslStream waits
+/// for input and no TLS call is in progress), until it returns true.
 /// </summary>
 internal sealed class ControlChannelStream : Stream
 {
@@ -18,6 +20,9 @@ internal sealed class ControlChannelStream : Stream
     private ReadOnlyMemory<byte> _current;
 
     public ControlChannelStream(Action<byte[]> onWrite) => _onWrite = onWrite;
+
+    /// <summary>Runs at the start of each read until it returns true (then it is dropped).</summary>
+    public Func<bool>? BeforeRead { get; set; }
 
     public void Feed(ReadOnlyMemory<byte> ciphertext)
     {
@@ -31,6 +36,11 @@ internal sealed class ControlChannelStream : Stream
 
     public override async ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
     {
+        if (BeforeRead is { } hook && hook())
+        {
+            BeforeRead = null;
+        }
+
         while (_current.IsEmpty)
         {
             if (!await _incoming.Reader.WaitToReadAsync(cancellationToken).ConfigureAwait(false))
