@@ -903,16 +903,9 @@ public sealed class OffloadDataPlane : IDataPlane, ILinkPacketSink
                     continue;
                 }
 
-                var spin = new SpinWait();
-                while (!peer.TxWorker!.Queue!.TryEnqueue(b))
+                if (!EnqueueWaiting(peer, b))
                 {
-                    if (_stopping)
-                    {
-                        _pool.Return(b);
-                        return;
-                    }
-
-                    spin.SpinOnce(sleep1Threshold: 20);
+                    return;
                 }
             }
         }
@@ -1030,16 +1023,9 @@ public sealed class OffloadDataPlane : IDataPlane, ILinkPacketSink
                         continue;
                     }
 
-                    var spin = new SpinWait();
-                    while (!peer.TxWorker!.Queue!.TryEnqueue(b))
+                    if (!EnqueueWaiting(peer, b))
                     {
-                        if (_stopping)
-                        {
-                            _pool.Return(b);
-                            return;
-                        }
-
-                        spin.SpinOnce(sleep1Threshold: 20);
+                        return;
                     }
                 }
 
@@ -1081,6 +1067,28 @@ public sealed class OffloadDataPlane : IDataPlane, ILinkPacketSink
         }
 
         return peer;
+    }
+
+    /// <summary>
+    /// TUN readers, pipelined mode: queues <paramref name="b"/> to its peer's TX worker, waiting
+    /// while the queue is full (back-pressure on the TUN reader instead of a drop). False once
+    /// stopping, with <paramref name="b"/> returned to the pool.
+    /// </summary>
+    private bool EnqueueWaiting(Peer peer, PacketBuffer b)
+    {
+        var spin = new SpinWait();
+        while (!peer.TxWorker!.Queue!.TryEnqueue(b))
+        {
+            if (_stopping)
+            {
+                _pool.Return(b);
+                return false;
+            }
+
+            spin.SpinOnce(sleep1Threshold: 20);
+        }
+
+        return true;
     }
 
     /// <summary>Rents a buffer, waiting while all are in flight; null once stopping.</summary>
