@@ -115,18 +115,11 @@ public sealed unsafe partial class OpenSslPacketAeadFactory
         {
             written = 0;
             packetId = 0;
-            if (wire.Length <= Overhead || DataPacketHeader.GetOpcode(wire[0]) != DataPacketHeader.OpcodeDataV2)
+            if (CheckDataV2(wire, dst.Length, out int ctLen, out uint pid) is { } refused)
             {
-                return DataDropReason.Malformed;
+                return refused;
             }
 
-            int ctLen = wire.Length - Overhead;
-            if (ctLen > dst.Length)
-            {
-                return DataDropReason.TooLarge;
-            }
-
-            uint pid = BinaryPrimitives.ReadUInt32BigEndian(wire.Slice(4, 4));
             int streamLen = StreamLength(ctLen);
             byte[] scratch = Scratch(streamLen);
             scratch.AsSpan(0, Block).Clear();

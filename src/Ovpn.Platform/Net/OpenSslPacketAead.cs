@@ -42,6 +42,31 @@ public sealed unsafe partial class OpenSslPacketAeadFactory : IPacketAeadFactory
             ? new ChaChaCodec(key, implicitIv)
             : new Codec(cipher, key, implicitIv);
 
+    /// <summary>
+    /// The checks both codecs make before opening a DATA_V2 packet (opcode | peer-id(3) |
+    /// packet-id(4) | tag(16) | ciphertext): long enough and the right opcode, else Malformed;
+    /// ciphertext fits <paramref name="dstLength"/>, else TooLarge. Null when the packet may be opened.
+    /// </summary>
+    private static DataDropReason? CheckDataV2(ReadOnlySpan<byte> wire, int dstLength, out int ctLen, out uint packetId)
+    {
+        const int overhead = 24;
+        ctLen = 0;
+        packetId = 0;
+        if (wire.Length <= overhead || DataPacketHeader.GetOpcode(wire[0]) != DataPacketHeader.OpcodeDataV2)
+        {
+            return DataDropReason.Malformed;
+        }
+
+        ctLen = wire.Length - overhead;
+        if (ctLen > dstLength)
+        {
+            return DataDropReason.TooLarge;
+        }
+
+        packetId = BinaryPrimitives.ReadUInt32BigEndian(wire.Slice(4, 4));
+        return null;
+    }
+
     private sealed class Codec : IPacketAead
     {
         private const int TagSize = 16;
@@ -113,18 +138,11 @@ public sealed unsafe partial class OpenSslPacketAeadFactory : IPacketAeadFactory
         {
             written = 0;
             packetId = 0;
-            if (wire.Length <= Overhead || DataPacketHeader.GetOpcode(wire[0]) != DataPacketHeader.OpcodeDataV2)
+            if (CheckDataV2(wire, dst.Length, out int ctLen, out uint pid) is { } refused)
             {
-                return DataDropReason.Malformed;
+                return refused;
             }
 
-            int ctLen = wire.Length - Overhead;
-            if (ctLen > dst.Length)
-            {
-                return DataDropReason.TooLarge;
-            }
-
-            uint pid = BinaryPrimitives.ReadUInt32BigEndian(wire.Slice(4, 4));
             byte* nonce = stackalloc byte[12];
             BinaryPrimitives.WriteUInt32BigEndian(new Span<byte>(nonce, 4), pid);
             BinaryPrimitives.WriteUInt64BigEndian(new Span<byte>(nonce + 4, 8), _implicitIv);
